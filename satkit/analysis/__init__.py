@@ -1,0 +1,1 @@
+"""Analyses on attack files and SAT matrices."""

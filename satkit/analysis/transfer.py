@@ -1,0 +1,203 @@
+"""Evaluate target models on attack files: the counts SAT needs.
+
+For one target and one attack file (source A) over the clean set X:
+
+- ``n_both`` = |X_AB|: samples the source AND the target classify correctly when clean
+- ``n_fooled``: samples of X_AB whose adversarial example made on A the target gets wrong
+
+Each target is loaded once; its clean predictions are computed once per clean
+set (all files share one, checked by fingerprint); only X_AB samples get a
+forward pass on the adversarial images, read in batches from the memory-mapped file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import polars as pl
+import torch
+from safetensors import safe_open
+
+from satkit.attacks.quantize import as_float
+from satkit.devices import resolve_amp
+from satkit.errors import DataError, InputFileError, MismatchError, ParameterError
+from satkit.io.tensorfile import SatkitFile, read_satkit_file
+from satkit.models.registry import ensure_num_classes
+from satkit.models.wrapper import LoadedModel
+from satkit.provenance import ProgressFn
+
+TRANSFER_COLUMNS = [
+    "source", "target", "n", "n_source_correct", "n_target_correct", "n_both", "n_fooled",
+    "fingerprint", "attack_key", "target_weights_id", "eps", "steps", "attack",
+]
+
+
+@dataclass
+class TransferResult:
+    rows: list[dict[str, Any]]
+    per_sample: list[pl.DataFrame] = field(default_factory=list)
+    forward_samples: int = 0  # images pushed through the target (clean + adversarial), for cost accounting
+
+    def table(self) -> pl.DataFrame:
+        return pl.DataFrame(self.rows, schema=TRANSFER_SCHEMA) if self.rows else pl.DataFrame(schema=TRANSFER_SCHEMA)
+
+    def per_sample_table(self) -> pl.DataFrame:
+        return pl.concat(self.per_sample) if self.per_sample else pl.DataFrame()
+
+
+TRANSFER_SCHEMA = {
+    "source": pl.Utf8, "target": pl.Utf8, "n": pl.Int64, "n_source_correct": pl.Int64, "n_target_correct": pl.Int64,
+    "n_both": pl.Int64, "n_fooled": pl.Int64, "fingerprint": pl.Utf8, "attack_key": pl.Utf8,
+    "target_weights_id": pl.Utf8, "eps": pl.Float64, "steps": pl.Int64, "attack": pl.Utf8,
+}
+
+
+def open_attack_files(paths: Iterable[str]) -> list[SatkitFile]:
+    """Open and cross-check attack files: same clean set (fingerprint) or a clear error."""
+    files = [read_satkit_file(p, "satkit.attack") for p in paths]
+    if not files:
+        raise InputFileError("no attack files given")
+    for f in files:
+        for key in ("clean", "adv", "labels", "ids", "source_correct"):
+            if key not in f.keys:
+                raise InputFileError(f"{f.path}: tensor '{key}' is missing; the file is incomplete")
+        if "data" not in f.provenance or "fingerprint" not in f.provenance.get("data", {}):
+            raise InputFileError(f"{f.path}: provenance has no data fingerprint; remake it with `satkit attack`")
+    ref = files[0]
+    for f in files[1:]:
+        if f.provenance["data"]["fingerprint"] != ref.provenance["data"]["fingerprint"]:
+            raise MismatchError(
+                f"{f.path} and {ref.path} were made from different clean sets (fingerprints "
+                f"{f.provenance['data']['fingerprint'][:8]} vs {ref.provenance['data']['fingerprint'][:8]}); "
+                "attack every model on the same --data/--n/--seed"
+            )
+    return files
+
+
+def _batches(n: int, bs: int):
+    for s in range(0, n, bs):
+        yield s, min(s + bs, n)
+
+
+def _device_of(model: LoadedModel) -> torch.device:
+    return next(iter(model.module.buffers())).device
+
+
+def _predict(model: LoadedModel, images: torch.Tensor, batch_size: int, amp_dtype) -> torch.Tensor:
+    """Argmax predictions for stored images (any storage dtype), batched."""
+    from satkit.attacks.runner import check_finite
+
+    dev = _device_of(model)
+    out = torch.empty(len(images), dtype=torch.int64)
+    for s, e in _batches(len(images), batch_size):
+        x = as_float(images[s:e]).to(dev, non_blocking=True)
+        with torch.inference_mode(), _autocast(dev, amp_dtype):
+            logits = model.module(x)
+        check_finite(logits.float(), model)
+        out[s:e] = logits.argmax(1).cpu()
+    return out
+
+
+def _autocast(dev: torch.device, amp_dtype):
+    import contextlib
+
+    return torch.autocast(device_type=dev.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+
+
+def run_transfer(
+    target: LoadedModel,
+    files: list[SatkitFile],
+    *,
+    batch_size: int = 128,
+    amp: str = "off",
+    per_sample: bool = False,
+    own_attack: SatkitFile | None = None,
+    progress: ProgressFn | None = None,
+) -> TransferResult:
+    """Evaluate ``target`` on every attack file; progress counts files.
+
+    The target's clean predictions are computed once; when one of the files is
+    the target's own attack (same name and weights), its stored ``source_correct``
+    is reused and the target runs on adversarial X_AB samples only.
+    """
+    if batch_size <= 0:
+        raise ParameterError(f"--batch-size must be positive, got {batch_size}")
+    amp_dtype = resolve_amp(amp, _device_of(target))
+    ref = files[0]
+    labels = ref.get("labels")
+    clean = ref.get("clean")
+    ensure_num_classes(target, as_float(clean[:1]).to(_device_of(target)))
+    if len(labels) and int(labels.max()) >= target.num_classes:
+        raise DataError(
+            f"labels go up to {int(labels.max())} but target {target.name} has {target.num_classes} classes; "
+            "the attack files were made for another label set"
+        )
+    res = TransferResult(rows=[])
+    own = [own_attack] if own_attack is not None else [f for f in files if f.provenance.get("model", {}).get("name") == target.name
+           and f.provenance.get("model", {}).get("weights_id") == target.weights_id]
+    if own and own[0].provenance["data"]["fingerprint"] == ref.provenance["data"]["fingerprint"]:
+        target_correct = own[0].get("source_correct")
+    else:
+        target_correct = _predict(target, clean, batch_size, amp_dtype) == labels
+        res.forward_samples += len(clean)
+    if progress:
+        progress(0, len(files))
+    for i, f in enumerate(files):
+        row, ps, n_fwd = _transfer_one(target, f, labels, target_correct, batch_size, amp_dtype, per_sample)
+        res.rows.append(row)
+        res.forward_samples += n_fwd
+        if ps is not None:
+            res.per_sample.append(ps)
+        if progress:
+            progress(i + 1, len(files))
+    return res
+
+
+def _transfer_one(target, f: SatkitFile, labels, target_correct, batch_size, amp_dtype, per_sample):
+    prov = f.provenance
+    src_correct = f.get("source_correct")
+    if not torch.equal(f.get("labels"), labels):
+        raise MismatchError(f"{f.path}: labels differ from the other attack files although the fingerprint matches")
+    both = src_correct & target_correct
+    idx = torch.nonzero(both).flatten()
+    adv_pred = torch.full((len(labels),), -1, dtype=torch.int64)
+    # stream X_AB rows from the memory map in batches: memory stays O(batch), not O(file)
+    with safe_open(str(f.path), framework="pt") as sf:
+        adv_slice = sf.get_slice("adv")
+        for s, e in _batches(len(idx), batch_size):
+            rows = idx[s:e]
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            block = adv_slice[lo:hi]
+            imgs = block[rows - lo]
+            adv_pred[rows] = _predict(target, imgs, len(imgs), amp_dtype)
+    fooled = both & (adv_pred != labels)
+    attack = prov.get("attack", {})
+    row = {
+        "source": prov["model"]["name"],
+        "target": target.name,
+        "n": int(len(labels)),
+        "n_source_correct": int(src_correct.sum()),
+        "n_target_correct": int(target_correct.sum()),
+        "n_both": int(both.sum()),
+        "n_fooled": int(fooled.sum()),
+        "fingerprint": prov["data"]["fingerprint"],
+        "attack_key": prov.get("attack_key", ""),
+        "target_weights_id": target.weights_id,
+        "eps": float(attack.get("eps", float("nan"))),
+        "steps": int(attack.get("steps", 0)),
+        "attack": str(attack.get("attack", "")),
+    }
+    ps = None
+    if per_sample:
+        ps = pl.DataFrame({
+            "source": [row["source"]] * len(labels),
+            "target": [target.name] * len(labels),
+            "id": f.get("ids").numpy(),
+            "label": labels.numpy(),
+            "source_correct": src_correct.numpy(),
+            "target_correct": target_correct.numpy(),
+            "target_adv_pred": adv_pred.numpy(),
+            "fooled": fooled.numpy(),
+        })
+    return row, ps, int(len(idx))

@@ -1,0 +1,153 @@
+"""Run an attack over a clean set and store the result (library side of ``satkit attack``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from satkit.attacks.base import ATTACKS, AttackParams
+from satkit.attacks.quantize import as_float, clean_for_storage, quantize_adv
+from satkit.data.base import CleanSet
+from satkit.devices import resolve_amp
+from satkit.errors import DataError, ModelError, ParameterError
+from satkit.io.tensorfile import canonical_json, write_satkit_file
+from satkit.models.registry import ensure_num_classes
+from satkit.models.wrapper import LoadedModel
+from satkit.provenance import ProgressFn, data_provenance, versions
+
+ATTACK_FORMAT = "satkit.attack"
+
+
+@dataclass
+class AttackResult:
+    tensors: dict[str, torch.Tensor]
+    provenance: dict[str, Any]
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.tensors["source_correct"].float().mean())
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of the source's correctly classified samples that its stored adversarials fool."""
+        sc = self.tensors["source_correct"]
+        if not sc.any():
+            return float("nan")
+        return float((~self.tensors["source_adv_correct"][sc]).float().mean())
+
+
+def random_start_noise(ids: torch.Tensor, shape: tuple[int, ...], eps: float, seed: int) -> torch.Tensor:
+    """U(-eps, eps) noise, seeded per sample id: the same for any batch size, shard or device."""
+    out = torch.empty((len(ids), *shape), dtype=torch.float32)
+    g = torch.Generator()
+    for j, i in enumerate(ids.tolist()):
+        g.manual_seed((seed * 1_000_003 + int(i)) % (2**63 - 1))
+        out[j] = torch.rand(shape, generator=g) * (2 * eps) - eps
+    return out
+
+
+def check_labels(model: LoadedModel, data: CleanSet) -> None:
+    if len(data) == 0:
+        raise DataError(f"data source {data.source} has no samples")
+    n_classes = ensure_num_classes(model, as_float(data.images[:1]).to(next(iter(model.module.buffers())).device))
+    top = int(data.labels.max())
+    if top >= n_classes:
+        raise DataError(
+            f"labels go up to {top} but model {model.name} has {n_classes} classes; use data labelled for this model"
+        )
+
+
+def check_finite(logits: torch.Tensor, model: LoadedModel) -> None:
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+        raise ModelError(f"model {model.name} produced NaN/inf logits on {bad} sample(s); check its weights and input scaling")
+
+
+def run_attack(
+    model: LoadedModel,
+    data: CleanSet,
+    params: AttackParams,
+    *,
+    batch_size: int = 64,
+    amp: str = "off",
+    progress: ProgressFn | None = None,
+) -> AttackResult:
+    """Attack every sample of ``data`` with ``model`` as the source; progress counts samples."""
+    if batch_size <= 0:
+        raise ParameterError(f"--batch-size must be positive, got {batch_size}")
+    device = next(iter(model.module.buffers())).device
+    amp_dtype = resolve_amp(amp, device)
+    check_labels(model, data)
+    attack_fn = ATTACKS[params.attack]
+    n = len(data)
+    clean_store = clean_for_storage(data.images, params.storage)
+    adv_store = torch.empty_like(clean_store)
+    source_correct = torch.empty(n, dtype=torch.bool)
+    source_adv_correct = torch.empty(n, dtype=torch.bool)
+    net = model.module
+    done = 0
+    if progress:
+        progress(0, n)
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(start + batch_size, n))
+        x = as_float(clean_store[sl]).to(device)
+        y = data.labels[sl].to(device)
+        with torch.inference_mode():
+            logits = net(x)
+        check_finite(logits, model)
+        source_correct[sl] = (logits.argmax(1) == y).cpu()
+        init = None
+        if params.random_start and params.eps > 0:
+            init = random_start_noise(data.ids[sl], tuple(x.shape[1:]), params.eps, params.seed).to(device)
+        adv = attack_fn(net, x, y, eps=params.eps, steps=params.steps, alpha=params.alpha, init=init, amp_dtype=amp_dtype)
+        stored = quantize_adv(adv.cpu(), clean_store[sl], params.eps, params.storage)
+        adv_store[sl] = stored
+        with torch.inference_mode():
+            source_adv_correct[sl] = (net(as_float(stored).to(device)).argmax(1) == y).cpu()
+        done = sl.stop
+        if progress:
+            progress(done, n)
+    tensors = {
+        "clean": clean_store,
+        "adv": adv_store,
+        "labels": data.labels.clone(),
+        "ids": data.ids.clone(),
+        "source_correct": source_correct,
+        "source_adv_correct": source_adv_correct,
+    }
+    prov: dict[str, Any] = {
+        "command": "attack",
+        "versions": versions(),
+        "model": model.provenance(),
+        "attack": params.to_dict(),
+        "data": data_provenance(data),
+        "storage_dtype": params.storage,
+        "amp": amp,
+    }
+    prov["attack_key"] = attack_key(prov)
+    res = AttackResult(tensors, prov)
+    prov["stats"] = {"source_clean_accuracy": round(res.clean_accuracy, 6), "attack_success_rate": round(res.success_rate, 6)}
+    return res
+
+
+def attack_key(prov: dict[str, Any]) -> str:
+    """Identity of an attack file's content: model weights, attack parameters, clean set (not versions)."""
+    import hashlib
+
+    core = {
+        "model": {k: prov["model"].get(k) for k in ("name", "weights_id", "data_config")},
+        "attack": prov["attack"],
+        "data": prov["data"]["fingerprint"],
+        "storage": prov["storage_dtype"],
+    }
+    return hashlib.sha256(canonical_json(core).encode()).hexdigest()[:16]
+
+
+def save_attack(result: AttackResult, path: str | Path, rerun: str | None = None) -> Path:
+    prov = dict(result.provenance)
+    if rerun:
+        prov["rerun"] = rerun
+    return write_satkit_file(path, ATTACK_FORMAT, result.tensors, prov)

@@ -1,0 +1,53 @@
+"""The ``satkit`` command line."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from satkit import __version__
+from satkit.cli import common as c
+from satkit.cli.attack import attack
+from satkit.cli.info import info
+from satkit.cli.matrix import matrix
+from satkit.cli.study import study
+from satkit.cli.transfer import transfer
+from satkit.cli.zoo import zoo_app
+
+app = typer.Typer(
+    cls=c.SatkitGroup,
+    name="satkit",
+    help="SAT -- Similarity by Attack Transferability: how similar are two image classifiers, measured by how well "
+    "adversarial examples made on one fool the other. Start with `satkit study`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"satkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr (all commands)."),
+) -> None:
+    c.STATE.quiet = quiet
+
+
+app.command()(study)
+app.command()(attack)
+app.command()(transfer)
+app.command()(matrix)
+app.command()(info)
+app.add_typer(zoo_app, name="zoo")
+
+
+def main() -> None:
+    app()

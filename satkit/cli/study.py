@@ -1,0 +1,80 @@
+"""satkit study: the whole pipeline in one directory, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from satkit.cli import common as c
+
+
+def study(
+    models: Optional[List[str]] = typer.Argument(None, help="Models to compare (default: the built-in digits zoo, `satkit zoo list`)."),
+    out: Path = typer.Option(Path("satkit-study"), "--out", "-o", help="Study directory (created; reruns resume from what it holds)."),
+    data: str = c.DataOpt,
+    n: Optional[int] = c.NOpt,
+    data_seed: int = c.DataSeedOpt,
+    canvas: Optional[int] = c.CanvasOpt,
+    eps: Optional[str] = typer.Option(None, "--eps", help="L-infinity budget, pixel scale. Default: 0.1 for digits (see docs/study.md), 8/255 otherwise."),
+    steps: int = typer.Option(50, "--steps", help="PGD iterations (paper: 50)."),
+    step_size: Optional[str] = typer.Option(None, "--step-size", help="Default 2.5*eps/steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the PGD random start."),
+    eps_s: float = typer.Option(1.0, "--eps-s", help="SAT floor in percent (see satkit matrix)."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
+    device: str = c.DeviceOpt,
+    amp: str = c.AmpOpt,
+    pretrained: bool = c.PretrainedOpt,
+    quiet: bool = c.QuietOpt,
+) -> None:
+    """Run a whole SAT study: (train zoo) -> attack every model -> transfer all -> SAT matrix.
+
+    Writes attacks/, transfer/, sat.csv and sat_long.csv into the study directory
+    and prints the matrix. Work whose output exists and matches is skipped, so an
+    interrupted study resumes and adding a model costs one attack plus its transfers.
+
+    Example:
+
+        satkit study                                   # the built-in digits zoo
+
+        satkit study resnet50 vit_small_patch16_224 --data /data/imagenet/val --n 5000 -o study-in1k
+    """
+    import time
+
+    from satkit.attacks import AttackParams
+    from satkit.cli.render import render_matrix
+    from satkit.devices import resolve_device
+    from satkit.study import DIGITS_EPS, run_study
+
+    c.set_quiet(quiet)
+    if batch_size <= 0:
+        c.fail(f"--batch-size must be positive, got {batch_size}")
+    default_eps = DIGITS_EPS if data.startswith("digits") else 8 / 255
+    params = AttackParams(
+        eps=c.parse_fraction(eps, "--eps") if eps else default_eps, steps=steps,
+        step_size=c.parse_fraction(step_size, "--step-size") if step_size else None, seed=seed,
+    )
+    dev = resolve_device(device)
+    opts = c.model_options(None, False, pretrained)
+    t0 = time.perf_counter()
+    with c.progress_bar() as p:
+        tasks: dict[tuple[str, str], int] = {}
+
+        def on_event(ev):
+            key = (ev.stage, ev.model)
+            if key not in tasks:
+                label = {"zoo": "train", "data": "data", "attack": "attack", "transfer": "transfer", "matrix": "matrix"}[ev.stage]
+                tasks[key] = p.add_task(f"{label:8s} {ev.model.removeprefix('digits/')}" + (" (done before)" if ev.skipped else ""), total=ev.total or None)
+            p.update(tasks[key], completed=ev.done, total=ev.total or None)
+
+        res = run_study(models, data=data, out_dir=out, params=params, n=n, data_seed=data_seed, canvas=canvas,
+                        batch_size=batch_size, device=dev, amp=amp, eps_s=eps_s, model_options=opts, on_event=on_event)
+    for w in res.matrix.warnings:
+        c.warn(w)
+    if not c.STATE.quiet:
+        render_matrix(res.matrix.names, res.matrix.values, c.err_console)
+        c.info(
+            f"{res.attacks_run} attack(s) run, {res.attacks_skipped} reused; {res.transfer_evaluations} transfer "
+            f"evaluation(s) run, {res.transfer_skipped} reused; {time.perf_counter() - t0:.1f} s. Matrix: {out / 'sat.csv'}"
+        )

@@ -1,0 +1,93 @@
+"""satkit transfer: evaluate target models on attack files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from satkit.cli import common as c
+
+
+def transfer(
+    inputs: List[str] = typer.Argument(..., help="One or more TARGET models followed by one or more attack files (.safetensors written by satkit attack)."),
+    output: str = typer.Option("-", "--output", "-o", help="Transfer table (CSV; .parquet for Parquet); - for stdout."),
+    per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="Also write per-sample outcomes here (.csv or .parquet)."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
+    device: str = c.DeviceOpt,
+    amp: str = c.AmpOpt,
+    arch: Optional[str] = c.ArchOpt,
+    allow_pickle: bool = c.PickleOpt,
+    pretrained: bool = c.PretrainedOpt,
+    quiet: bool = c.QuietOpt,
+) -> None:
+    """Evaluate each TARGET on each attack file: one row per (source, target) with |X_AB| and errors.
+
+    Arguments ending in .safetensors that are satkit attack files are attack
+    files; the others are target models. Each target is loaded once; only samples
+    both the source and the target classify correctly (X_AB) are run on the
+    adversarial images. Attack files must come from the same clean set.
+
+    Example:
+
+        satkit transfer vit_small_patch16_224 adv/*.safetensors -o transfer/vit_small.csv
+
+        satkit transfer digits/vit-s1 digits/mixer-s1 adv/*.safetensors -o t.csv --per-sample t_samples.parquet
+    """
+    import polars as pl
+
+    from satkit.analysis.transfer import open_attack_files, run_transfer
+    from satkit.devices import resolve_device
+    from satkit.io.atomic import check_output_path
+    from satkit.io.tables import write_table
+    from satkit.models import load_model
+
+    c.set_quiet(quiet)
+    targets, files = _split_inputs(inputs)
+    if not targets:
+        c.fail("no target model given; usage: satkit transfer TARGET... ATTACK_FILE...")
+    if not files:
+        c.fail("no attack files given; usage: satkit transfer TARGET... ATTACK_FILE...")
+    if output != "-":
+        check_output_path(output)
+    if per_sample is not None:
+        check_output_path(per_sample)
+    opened = open_attack_files(files)
+    dev = resolve_device(device)
+    opts = c.model_options(arch, allow_pickle, pretrained)
+    tables, samples = [], []
+    with c.progress_bar() as p:
+        for spec in targets:
+            lm = load_model(spec, opts, dev)
+            res = run_transfer(lm, opened, batch_size=batch_size, amp=amp, per_sample=per_sample is not None,
+                               progress=c.task_callback(p, lm.name))
+            tables.append(res.table())
+            if per_sample is not None:
+                samples.append(res.per_sample_table())
+    write_table(pl.concat(tables), output)
+    if per_sample is not None:
+        write_table(pl.concat(samples), per_sample)
+    if output != "-":
+        c.info(f"wrote {output} ({sum(t.height for t in tables)} rows)")
+
+
+def _split_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """Attack files are .safetensors files with satkit.attack metadata; anything else is a target model."""
+    from satkit.errors import InputFileError, SatkitError
+    from satkit.io.tensorfile import read_satkit_file
+
+    targets, files = [], []
+    for a in inputs:
+        if a.endswith(".safetensors"):
+            if not Path(a).exists():
+                raise InputFileError(f"{a}: no such file")
+            try:
+                read_satkit_file(a, "satkit.attack")
+                files.append(a)
+                continue
+            except SatkitError as e:
+                if "not one satkit wrote" not in str(e):
+                    raise  # damaged, or a satkit file of another kind
+        targets.append(a)  # a model spec, or weights for --arch
+    return targets, files

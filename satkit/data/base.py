@@ -1,0 +1,91 @@
+"""The clean set every model in a study sees, and its seeded stratified sampling."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from satkit.errors import ParameterError
+
+
+@dataclass
+class CleanSet:
+    """Images decoded and resized once to the canvas, kept as uint8 (N, C, H, W)."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+    ids: torch.Tensor  # int64 (N,), stable for the data source
+    source: str  # how the user named the data ("digits", a folder, a file)
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        assert self.images.dtype == torch.uint8 and self.images.ndim == 4
+        assert self.labels.shape[0] == self.images.shape[0] == self.ids.shape[0]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def canvas(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over pixels, labels and ids: two files with the same fingerprint saw the same clean set."""
+        return fingerprint_of(self.images, self.labels, self.ids)
+
+
+def fingerprint_of(images: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(repr(tuple(images.shape)).encode())
+    h.update(str(images.dtype).encode())
+    h.update(images.contiguous().numpy().tobytes())
+    h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    h.update(ids.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def stratified_sample(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Indices of a class-stratified, seeded sample of size ``n`` (sorted).
+
+    Each class gets ``n // C`` samples; the ``n % C`` remaining slots go to classes
+    drawn at random (seeded) among those with samples left. With ``n=None`` or
+    ``n >= len(labels)`` every index is returned. The paper's 5,000 ImageNet
+    images are this with n=5000 over 1,000 classes: 5 per class.
+    """
+    labels = np.asarray(labels)
+    total = len(labels)
+    if n is None or n >= total:
+        return np.arange(total)
+    if n <= 0:
+        raise ParameterError(f"--n must be positive, got {n}")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per = n // len(classes)
+    by_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    chosen: list[np.ndarray] = []
+    left: dict[int, np.ndarray] = {}
+    for c in classes:
+        take = by_class[c][:per]
+        chosen.append(take)
+        left[c] = by_class[c][len(take):]
+    remaining = n - sum(len(x) for x in chosen)
+    # spread what is left (remainder, or classes smaller than `per`) one per class, seeded order
+    while remaining > 0:
+        candidates = [c for c in classes if len(left[c]) > 0]
+        if not candidates:
+            break
+        order = rng.permutation(len(candidates))
+        for i in order[:remaining]:
+            c = candidates[i]
+            chosen.append(left[c][:1])
+            left[c] = left[c][1:]
+            remaining -= 1
+    return np.sort(np.concatenate(chosen))

@@ -1,0 +1,173 @@
+"""Resolve a ``--data`` value to a CleanSet.
+
+- ``digits`` (held-out test split), ``digits:train``, ``digits:all``: scikit-learn's
+  8x8 digits, shipped with scikit-learn, upsampled once to the canvas (default 16 px).
+- a directory: one sub-folder per class (ImageNet val layout); sorted folder names
+  are the class indices; images are decoded, resized (shorter side to
+  canvas / crop_pct, bicubic, antialiased) and center-cropped once to the canvas.
+- a ``.safetensors`` file: a satkit data file (``images`` + ``labels`` [+ ``ids``]),
+  or a satkit attack/logits file, whose clean set is reused exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from satkit.data.base import CleanSet, stratified_sample
+from satkit.errors import DataError, InputFileError, ParameterError
+
+DIGITS_CANVAS = 16
+DIGITS_TEST_FRACTION = 0.3
+DIGITS_SPLIT_SEED = 0
+DEFAULT_FOLDER_CANVAS = 224
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def digits_split() -> tuple[np.ndarray, np.ndarray]:
+    """Indices (into sklearn's 1,797 digits) of the train and held-out test split; fixed forever."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    y = load_digits().target
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=DIGITS_TEST_FRACTION, stratify=y, random_state=DIGITS_SPLIT_SEED)
+    return np.sort(tr), np.sort(te)
+
+
+def load_digits_set(split: str = "test", canvas: int | None = None, n: int | None = None, seed: int = 0) -> CleanSet:
+    from sklearn.datasets import load_digits
+
+    canvas = canvas or DIGITS_CANVAS
+    d = load_digits()
+    tr, te = digits_split()
+    sel = {"test": te, "train": tr, "all": np.arange(len(d.target))}.get(split)
+    if sel is None:
+        raise DataError(f"unknown digits split '{split}'; use digits, digits:train or digits:all")
+    sub = stratified_sample(d.target[sel], n, seed)
+    sel = sel[sub]
+    x = torch.from_numpy(d.images[sel].astype(np.float32) / 16.0).unsqueeze(1)  # (N,1,8,8) in [0,1]
+    if canvas != 8:
+        x = F.interpolate(x, size=(canvas, canvas), mode="bilinear", align_corners=False)
+    images = (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
+    return CleanSet(
+        images=images,
+        labels=torch.from_numpy(d.target[sel].astype(np.int64)),
+        ids=torch.from_numpy(sel.astype(np.int64)),
+        source="digits" if split == "test" else f"digits:{split}",
+        num_classes=10,
+        class_names=[str(i) for i in range(10)],
+        info={"kind": "digits", "split": split, "canvas": canvas, "n": n, "seed": seed},
+    )
+
+
+def _list_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class sub-folders; expected one sub-folder per class (ImageNet val layout)")
+    files: list[Path] = []
+    labels: list[int] = []
+    for ci, c in enumerate(classes):
+        for f in sorted((root / c).iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(ci)
+    if not files:
+        raise DataError(f"{root}: {len(classes)} class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+def decode_resize(path: Path, canvas: int, channels: int = 3, crop_pct: float = 0.875) -> torch.Tensor:
+    """Decode one image to uint8 (C, canvas, canvas): shorter side -> canvas/crop_pct, center crop."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB" if channels == 3 else "L")
+            w, h = im.size
+            scale = (canvas / crop_pct) / min(w, h)
+            nw, nh = max(canvas, round(w * scale)), max(canvas, round(h * scale))
+            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+            left, top = (nw - canvas) // 2, (nh - canvas) // 2
+            im = im.crop((left, top, left + canvas, top + canvas))
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split())[:120]}); remove or replace it") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def load_folder(root: Path, canvas: int | None, n: int | None, seed: int, channels: int = 3) -> CleanSet:
+    canvas = canvas or DEFAULT_FOLDER_CANVAS
+    files, labels, classes = _list_folder(root)
+    sel = stratified_sample(labels, n, seed)  # sample before decoding: only chosen images are read
+    images = torch.empty((len(sel), channels, canvas, canvas), dtype=torch.uint8)
+    for j, i in enumerate(sel):
+        images[j] = decode_resize(files[i], canvas, channels)
+    return CleanSet(
+        images=images,
+        labels=torch.from_numpy(labels[sel]),
+        ids=torch.from_numpy(sel.astype(np.int64)),
+        source=str(root),
+        num_classes=len(classes),
+        class_names=classes,
+        info={"kind": "folder", "canvas": canvas, "n": n, "seed": seed, "files": len(files)},
+    )
+
+
+def load_tensor_file(path: Path, n: int | None, seed: int) -> CleanSet:
+    from satkit.io.tensorfile import read_satkit_file
+
+    f = read_satkit_file(path, ("satkit.data", "satkit.attack", "satkit.logits"))
+    if f.format == "satkit.data":
+        images, labels = f.get("images"), f.get("labels")
+        ids = f.get("ids") if "ids" in f.keys else torch.arange(len(labels), dtype=torch.int64)
+    else:
+        images, labels, ids = f.get("clean"), f.get("labels"), f.get("ids")
+    if images.dtype != torch.uint8:
+        if not images.is_floating_point():
+            raise DataError(f"{path}: images must be uint8 or float in [0, 1], got {images.dtype}")
+        if images.min() < 0 or images.max() > 1:
+            raise DataError(f"{path}: float images must lie in [0, 1]")
+        images = (images.float() * 255).round().to(torch.uint8)
+    if images.ndim != 4 or labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{path}: expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
+    labels = labels.to(torch.int64)
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{path}: negative labels")
+    prov = f.provenance
+    num_classes = int(prov.get("data", {}).get("num_classes", prov.get("num_classes", int(labels.max()) + 1 if len(labels) else 0)))
+    sel = torch.from_numpy(stratified_sample(labels.numpy(), n, seed))
+    return CleanSet(
+        images=images[sel].contiguous(),
+        labels=labels[sel].contiguous(),
+        ids=ids.to(torch.int64)[sel].contiguous(),
+        source=str(path),
+        num_classes=num_classes,
+        info={"kind": "file", "n": n, "seed": seed},
+    )
+
+
+def load_data(spec: str, canvas: int | None = None, n: int | None = None, seed: int = 0) -> CleanSet:
+    """Resolve a ``--data`` value (see module docstring)."""
+    if n is not None and n <= 0:
+        raise ParameterError(f"--n must be a positive number of images, got {n}")
+    if canvas is not None and canvas <= 0:
+        raise ParameterError(f"--canvas must be positive, got {canvas}")
+    s = spec.strip()
+    if s == "digits" or s.startswith("digits:"):
+        split = s.split(":", 1)[1] if ":" in s else "test"
+        return load_digits_set(split, canvas, n, seed)
+    p = Path(os.path.expanduser(s))
+    if not p.exists():
+        raise DataError(f"data source '{spec}' not found: give 'digits', an image folder or a .safetensors file")
+    if p.is_dir():
+        return load_folder(p, canvas, n, seed)
+    if p.suffix == ".safetensors":
+        return load_tensor_file(p, n, seed)
+    raise InputFileError(f"{p}: unsupported data file; use an image folder or a satkit .safetensors file")

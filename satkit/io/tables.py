@@ -1,0 +1,51 @@
+"""Tables (CSV, Parquet) through polars, with ``-`` meaning stdin/stdout."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from satkit.errors import InputFileError
+from satkit.io.atomic import atomic_output
+
+
+def write_table(df: pl.DataFrame, path: str | os.PathLike) -> None:
+    """Write CSV (or Parquet when the name ends in .parquet); ``-`` writes CSV to stdout."""
+    if str(path) == "-":
+        sys.stdout.write(df.write_csv())
+        sys.stdout.flush()
+        return
+    p = Path(path)
+    with atomic_output(p) as tmp:
+        if p.suffix.lower() == ".parquet":
+            df.write_parquet(tmp)
+        else:
+            df.write_csv(tmp)
+
+
+def read_table(path: str | os.PathLike, what: str = "table") -> pl.DataFrame:
+    """Read a CSV/Parquet table; ``-`` reads CSV from stdin. Errors are one line."""
+    try:
+        if str(path) == "-":
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+            if not data.strip():
+                raise InputFileError(f"stdin: empty input, expected a {what} CSV")
+            return pl.read_csv(io.BytesIO(data))
+        p = Path(path)
+        if not p.exists():
+            raise InputFileError(f"{p}: no such file")
+        if p.is_dir():
+            raise InputFileError(f"{p}: is a directory, expected a {what} file")
+        if p.stat().st_size == 0:
+            raise InputFileError(f"{p}: file is empty, expected a {what}")
+        if p.suffix.lower() == ".parquet":
+            return pl.read_parquet(p)
+        return pl.read_csv(p)
+    except InputFileError:
+        raise
+    except Exception as e:
+        raise InputFileError(f"{path}: cannot read {what} ({' '.join(str(e).split())[:160]})") from None

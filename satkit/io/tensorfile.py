@@ -1,0 +1,154 @@
+"""satkit's tensor files: safetensors with a format name, a version and provenance.
+
+Layout of the safetensors metadata (all values are strings, as safetensors requires):
+
+- ``format``: ``satkit.attack`` | ``satkit.logits`` | ``satkit.data``
+- ``format_version``: integer, bumped on incompatible changes
+- ``provenance``: JSON object -- everything needed to know where the file came
+  from and how to rerun it (see docs/formats.md)
+
+Reading checks all three and raises a one-line :class:`InputFileError` for
+anything else, so a wrong file is an error and never a wrong number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from satkit.errors import FormatVersionError, InputFileError
+from satkit.io.atomic import atomic_output
+
+# The newest version of each format this satkit reads and writes.
+FORMAT_VERSIONS = {"satkit.attack": 1, "satkit.logits": 1, "satkit.data": 1}
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            b = fh.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, no whitespace) so files are byte-reproducible."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class SatkitFile:
+    """A satkit tensor file opened for reading; tensors load lazily (memory-mapped)."""
+
+    path: Path
+    format: str
+    version: int
+    provenance: dict[str, Any]
+    keys: list[str] = field(default_factory=list)
+
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self.keys:
+            raise InputFileError(f"{self.path}: tensor '{name}' is missing; the file is incomplete or damaged")
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                return f.get_tensor(name)
+        except Exception as e:  # safetensors raises its own error types
+            raise InputFileError(f"{self.path}: cannot read tensor '{name}' ({_one_line(e)})") from None
+
+    def get_slice(self, name: str, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` of tensor ``name`` (reads the whole tensor from the memory map)."""
+        return self.get(name)[index]
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def write_satkit_file(
+    path: str | os.PathLike,
+    fmt: str,
+    tensors: Mapping[str, torch.Tensor],
+    provenance: Mapping[str, Any],
+) -> Path:
+    """Write tensors + metadata atomically. Tensors are made contiguous CPU tensors."""
+    if fmt not in FORMAT_VERSIONS:
+        raise ValueError(f"unknown format {fmt}")
+    meta = {
+        "format": fmt,
+        "format_version": str(FORMAT_VERSIONS[fmt]),
+        "provenance": canonical_json(dict(provenance)),
+    }
+    data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_output(path) as tmp:
+        save_file(data, str(tmp), metadata=meta)
+        _canonicalize_header(tmp)
+    return Path(path)
+
+
+def _canonicalize_header(path: Path) -> None:
+    """Rewrite the safetensors JSON header with sorted keys, in place.
+
+    safetensors serializes its header from a hash map whose order changes from
+    run to run; sorting makes equal content give byte-identical files
+    (DESIGN.md invariant 5). Reordering keeps the length, so data offsets hold.
+    """
+    with open(path, "r+b") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n).decode("utf-8"))
+        new = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(new) > n:  # cannot happen for a pure reordering; keep the original rather than corrupt
+            return
+        fh.seek(8)
+        fh.write(new + b" " * (n - len(new)))
+
+
+def read_satkit_file(path: str | os.PathLike, expected: str | tuple[str, ...]) -> SatkitFile:
+    """Open a satkit file, checking it exists, parses, and has the expected format and version."""
+    p = Path(path)
+    expected_t = (expected,) if isinstance(expected, str) else tuple(expected)
+    what = " or ".join(e.split(".")[1] for e in expected_t)
+    if not p.exists():
+        raise InputFileError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a directory, expected a satkit {what} file")
+    if p.stat().st_size == 0:
+        raise InputFileError(f"{p}: file is empty; rerun the command that makes it")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            keys = list(f.keys())
+    except Exception as e:
+        raise InputFileError(
+            f"{p}: not a readable safetensors file ({_one_line(e)}); it may be truncated or of another format"
+        ) from None
+    fmt = meta.get("format")
+    if fmt is None or not fmt.startswith("satkit."):
+        raise InputFileError(
+            f"{p}: a safetensors file but not one satkit wrote (no satkit format metadata); expected a satkit {what} file"
+        )
+    if fmt not in expected_t:
+        raise InputFileError(f"{p}: is a {fmt} file, expected {' or '.join(expected_t)}")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise InputFileError(f"{p}: invalid format_version {meta.get('format_version')!r}") from None
+    if version > FORMAT_VERSIONS[fmt]:
+        raise FormatVersionError(
+            f"{p}: {fmt} format version {version} is newer than this satkit reads ({FORMAT_VERSIONS[fmt]}); upgrade satkit"
+        )
+    try:
+        prov = json.loads(meta.get("provenance", "{}"))
+    except json.JSONDecodeError:
+        raise InputFileError(f"{p}: provenance metadata is not valid JSON; the file is damaged") from None
+    return SatkitFile(path=p, format=fmt, version=version, provenance=prov, keys=keys)

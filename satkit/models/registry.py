@@ -1,0 +1,402 @@
+"""Resolve a model spec to a :class:`LoadedModel`.
+
+Spec forms (first match wins):
+
+- ``digits/<name>``: a built-in digits zoo model (``satkit zoo list``).
+- a path ending in ``.safetensors``: a state dict; needs ``arch`` (a timm
+  architecture or a zoo architecture such as ``digits/resnet``).
+- a path ending in ``.pt2``: a ``torch.export`` program.
+- a path ending in ``.pt``/``.pth``/``.ts``: TorchScript; or, with ``arch``, a
+  plain state dict loaded with ``weights_only=True``; a pickled full model only
+  with ``allow_pickle=True`` (unpickling runs code from the file).
+- anything else: a timm name with optional weights tag (``resnet50.a1_in1k``),
+  pretrained weights by default.
+
+Models whose preprocessing timm cannot tell (TorchScript, export, pickles) take
+``[0, 1]`` pixels at the canvas size unless mean/std/input size are given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from satkit.errors import ModelError
+from satkit.io.tensorfile import file_sha256
+from satkit.models.wrapper import ClassifierWrapper, DataConfig, LoadedModel
+
+ZOO_PREFIX = "digits/"
+
+
+@dataclass
+class ModelOptions:
+    """Options that change how a spec is resolved (CLI: --arch, --allow-pickle, ...)."""
+
+    arch: str | None = None
+    allow_pickle: bool = False
+    pretrained: bool = True
+    num_classes: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_size: tuple[int, int, int] | None = None
+    interpolation: str | None = None
+    name: str | None = None  # display name override
+
+
+def model_display_name(spec: str, opts: ModelOptions | None = None) -> str:
+    """The name a model gets in tables: the zoo/timm name, or a file's stem."""
+    if opts and opts.name:
+        return opts.name
+    s = spec.strip()
+    if s.startswith(ZOO_PREFIX):
+        return s
+    if _looks_like_path(s):
+        return Path(s).stem
+    return s
+
+
+def _looks_like_path(s: str) -> bool:
+    return s.endswith((".safetensors", ".pt", ".pt2", ".pth", ".ts", ".bin")) or os.sep in s or s.startswith(".")
+
+
+def load_model(spec: str, opts: ModelOptions | None = None, device: torch.device | str = "cpu") -> LoadedModel:
+    """Resolve ``spec`` (see module docstring) to an eval-mode, frozen, wrapped model on ``device``."""
+    opts = opts or ModelOptions()
+    s = spec.strip()
+    if not s:
+        raise ModelError("empty model spec; give a timm name, digits/<name>, or a model file")
+    if s.startswith(ZOO_PREFIX) and not _looks_like_path(s.removeprefix(ZOO_PREFIX)):
+        lm = _load_zoo(s)
+    elif _looks_like_path(s):
+        p = Path(os.path.expanduser(s))
+        if not p.exists():
+            raise ModelError(f"model file {p} not found")
+        if p.suffix == ".safetensors":
+            lm = _load_state_dict_file(p, spec, opts, safetensors=True)
+        elif p.suffix == ".pt2":
+            lm = _load_export(p, spec, opts)
+        else:
+            lm = _load_torch_file(p, spec, opts)
+    else:
+        lm = _load_timm(s, opts)
+    if opts.name:
+        lm.name = opts.name
+    lm.module.to(device)
+    return lm
+
+
+# --------------------------------------------------------------------------- zoo
+
+
+def _load_zoo(spec: str) -> LoadedModel:
+    from satkit.models import zoo
+    from safetensors.torch import load_file
+
+    name = spec.removeprefix(ZOO_PREFIX)
+    if name not in zoo.ZOO_MODELS:
+        raise ModelError(f"unknown zoo model '{spec}'; known: {', '.join(ZOO_PREFIX + n for n in zoo.ZOO_MODELS)}")
+    module, cfg, _arch = zoo.build_zoo_module(name)
+    path = zoo.find_weights(name)
+    if path is None:
+        raise ModelError(f"no trained weights for {spec}; run `satkit zoo train` (about 5 minutes on 2 CPU cores)")
+    try:
+        module.load_state_dict(load_file(str(path)), strict=True)
+    except Exception as e:
+        raise ModelError(f"{path}: weights do not fit {spec} ({_short(e)}); rerun `satkit zoo train {name}`") from None
+    return LoadedModel(
+        name=spec, spec=spec, module=ClassifierWrapper(module, cfg), num_classes=10,
+        weights_id="sha256:" + file_sha256(path)[:16], kind="zoo",
+    )
+
+
+# -------------------------------------------------------------------------- timm
+
+
+def _timm_data_config(model: nn.Module, opts: ModelOptions) -> DataConfig:
+    import timm.data
+
+    cfg = DataConfig.from_timm(timm.data.resolve_model_data_config(model))
+    return _override_cfg(cfg, opts)
+
+
+def _override_cfg(cfg: DataConfig, opts: ModelOptions) -> DataConfig:
+    return DataConfig(
+        input_size=tuple(opts.input_size) if opts.input_size else cfg.input_size,  # type: ignore[arg-type]
+        mean=tuple(opts.mean) if opts.mean else cfg.mean,
+        std=tuple(opts.std) if opts.std else cfg.std,
+        interpolation=opts.interpolation or cfg.interpolation,
+    )
+
+
+def _check_timm_name(name: str) -> None:
+    import timm
+
+    arch = name.split(".", 1)[0]
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch[:6]}*")[:5] if len(arch) >= 3 else []
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise ModelError(f"unknown model '{name}': not a timm architecture, zoo model (digits/...) or model file{hint}")
+
+
+def _load_timm(name: str, opts: ModelOptions) -> LoadedModel:
+    import timm
+
+    _check_timm_name(name)
+    kwargs: dict[str, Any] = {}
+    if opts.num_classes:
+        kwargs["num_classes"] = opts.num_classes
+    try:
+        with _quiet(), _offline_if_unreachable(opts.pretrained):
+            model = timm.create_model(name, pretrained=opts.pretrained, **kwargs)
+    except RuntimeError as e:
+        msg = str(e)
+        if "pretrained" in msg.lower() and "tag" in msg.lower():
+            raise ModelError(f"'{name}': unknown weights tag ({_short(e)}); see timm.list_pretrained('{name.split('.')[0]}*')") from None
+        raise ModelError(f"cannot build timm model '{name}' ({_short(e)})") from None
+    except Exception as e:  # network errors come in many types (OSError, HF hub errors, ...)
+        if opts.pretrained:
+            raise ModelError(
+                f"pretrained weights for '{name}' cannot be downloaded (offline?): download them where there is "
+                f"network and pass the file: `satkit ... WEIGHTS.safetensors --arch {name.split('.')[0]}`"
+            ) from None
+        raise ModelError(f"cannot build timm model '{name}' ({_short(e)})") from None
+    cfg = _timm_data_config(model, opts)
+    tag = getattr(model, "pretrained_cfg", {}).get("tag") if opts.pretrained else None
+    arch = name.split(".", 1)[0]
+    weights_id = f"timm:{arch}.{tag}" if tag else (f"timm:{name}" if opts.pretrained else "random-init")
+    nc = int(getattr(model, "num_classes", 0) or 0)
+    return LoadedModel(name=name, spec=name, module=ClassifierWrapper(model, cfg), num_classes=nc, weights_id=weights_id, kind="timm")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the model hub; avoids a minute of download retries offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline_if_unreachable(pretrained: bool):
+    """Offline, let huggingface_hub use its local cache only (weights already downloaded still load)."""
+    if not pretrained or os.environ.get("HF_HUB_OFFLINE") or _hub_reachable():
+        yield
+        return
+    try:
+        import huggingface_hub.constants as hc
+    except ImportError:
+        yield
+        return
+    old = hc.HF_HUB_OFFLINE
+    hc.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hc.HF_HUB_OFFLINE = old
+
+
+@contextlib.contextmanager
+def _quiet():
+    # timm/hf-hub log and warn on their own; keep the library silent.
+    import logging
+    import warnings
+
+    old = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(old)
+
+
+# --------------------------------------------------------------- state dict files
+
+
+def _infer_num_classes(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | None:
+    cls = getattr(model, "pretrained_cfg", {}).get("classifier") or getattr(model, "default_cfg", {}).get("classifier")
+    names = [cls] if isinstance(cls, str) else list(cls or [])
+    for n in names:
+        w = sd.get(f"{n}.weight")
+        if w is not None and w.ndim >= 1:
+            return int(w.shape[0])
+    return None
+
+
+def _build_arch(arch: str, num_classes: int | None) -> tuple[nn.Module, DataConfig | None, str]:
+    """(module, zoo data config or None for timm, kind) for --arch."""
+    if arch.startswith(ZOO_PREFIX):
+        from satkit.models import zoo
+
+        module, cfg, _ = zoo.build_zoo_module(arch.removeprefix(ZOO_PREFIX))
+        return module, cfg, "zoo-arch"
+    import timm
+
+    _check_timm_name(arch)
+    kw = {"num_classes": num_classes} if num_classes else {}
+    try:
+        with _quiet():
+            return timm.create_model(arch.split(".", 1)[0], pretrained=False, **kw), None, "timm-arch"
+    except Exception as e:
+        raise ModelError(f"cannot build architecture '{arch}' ({_short(e)})") from None
+
+
+def _load_state_dict_file(p: Path, spec: str, opts: ModelOptions, safetensors: bool) -> LoadedModel:
+    if not opts.arch:
+        raise ModelError(f"{p} holds weights only; say which architecture with --arch (a timm name or digits/<arch>)")
+    sd = _read_state_dict(p, safetensors)
+    model, cfg, kind = _build_arch(opts.arch, opts.num_classes)
+    if cfg is None:  # timm: rebuild with the head size stored in the file
+        nc = opts.num_classes or _infer_num_classes(model, sd)
+        if nc and nc != getattr(model, "num_classes", nc):
+            model, _, _ = _build_arch(opts.arch, nc)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except Exception as e:
+        raise ModelError(f"{p}: state dict does not fit --arch {opts.arch} ({_short(e)})") from None
+    cfg = _override_cfg(cfg, opts) if cfg is not None else _timm_data_config(model, opts)
+    nc = int(getattr(model, "num_classes", 0) or opts.num_classes or 0) or 10
+    return LoadedModel(
+        name=model_display_name(spec, opts), spec=spec, module=ClassifierWrapper(model, cfg), num_classes=nc,
+        weights_id="sha256:" + file_sha256(p)[:16], kind="safetensors" if safetensors else "state-dict",
+        extra={"arch": opts.arch},
+    )
+
+
+def _read_state_dict(p: Path, safetensors: bool) -> dict[str, torch.Tensor]:
+    try:
+        if safetensors:
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelError(f"{p}: cannot read weights ({_short(e)})") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelError(f"{p}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+# --------------------------------------------------------- TorchScript / export / pickle
+
+
+def _plain_cfg(opts: ModelOptions) -> DataConfig | None:
+    if opts.input_size is None:
+        return None  # decided at first use: the canvas size
+    c = opts.input_size[0]
+    return DataConfig(
+        input_size=tuple(opts.input_size),  # type: ignore[arg-type]
+        mean=tuple(opts.mean) if opts.mean else (0.0,) * c,
+        std=tuple(opts.std) if opts.std else (1.0,) * c,
+        interpolation=opts.interpolation or "bilinear",
+    )
+
+
+def _wrap_plain(model: nn.Module, opts: ModelOptions) -> ClassifierWrapper:
+    cfg = _plain_cfg(opts)
+    if cfg is None:
+        # identity preprocessing at whatever canvas comes in: mean 0, std 1, no resize
+        cfg = DataConfig(input_size=(0, 0, 0), mean=(0.0,), std=(1.0,))
+        return _PassThroughWrapper(model, cfg, opts)
+    return ClassifierWrapper(model, cfg)
+
+
+class _PassThroughWrapper(ClassifierWrapper):
+    """A wrapper whose model takes canvas pixels in [0, 1] unchanged (optionally normalized)."""
+
+    def __init__(self, model: nn.Module, cfg: DataConfig, opts: ModelOptions):
+        super().__init__(model, cfg)
+        self._opts = opts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._opts.mean or self._opts.std:
+            mean = torch.tensor(self._opts.mean or (0.0,), device=x.device, dtype=x.dtype).reshape(1, -1, 1, 1)
+            std = torch.tensor(self._opts.std or (1.0,), device=x.device, dtype=x.dtype).reshape(1, -1, 1, 1)
+            x = (x - mean) / std
+        return self.model(x)
+
+
+def _probe_num_classes(opts: ModelOptions) -> int:
+    return int(opts.num_classes or 0)
+
+
+def _load_torch_file(p: Path, spec: str, opts: ModelOptions) -> LoadedModel:
+    if opts.arch:
+        return _load_state_dict_file(p, spec, opts, safetensors=False)
+    is_script = False
+    if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+        # TorchScript archives carry code/ and constants.pkl; torch.save archives only data.pkl
+        is_script = any(re.search(r"(^|/)code/", n) for n in names) or any(n.endswith("constants.pkl") for n in names)
+    if is_script:
+        try:
+            model = torch.jit.load(str(p), map_location="cpu")
+        except Exception as e:
+            raise ModelError(f"{p}: cannot load TorchScript ({_short(e)})") from None
+        kind = "torchscript"
+    else:
+        if not opts.allow_pickle:
+            raise ModelError(
+                f"{p} is not TorchScript, torch.export or safetensors; it looks like a pickled model, and unpickling "
+                f"runs code from the file: pass --allow-pickle only if you trust it, or use --arch for a state dict"
+            )
+        try:
+            model = torch.load(str(p), map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise ModelError(f"{p}: cannot unpickle ({_short(e)})") from None
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"{p}: unpickled a {type(model).__name__}, not a torch.nn.Module; for a state dict use --arch")
+        kind = "pickle"
+    model.eval()
+    return LoadedModel(
+        name=model_display_name(spec, opts), spec=spec, module=_wrap_plain(model, opts),
+        num_classes=_probe_num_classes(opts), weights_id="sha256:" + file_sha256(p)[:16], kind=kind,
+    )
+
+
+def _load_export(p: Path, spec: str, opts: ModelOptions) -> LoadedModel:
+    try:
+        ep = torch.export.load(str(p))
+        model = ep.module()
+    except Exception as e:
+        raise ModelError(f"{p}: cannot load torch.export program ({_short(e)})") from None
+    return LoadedModel(
+        name=model_display_name(spec, opts), spec=spec, module=_wrap_plain(model, opts),
+        num_classes=_probe_num_classes(opts), weights_id="sha256:" + file_sha256(p)[:16], kind="export",
+    )
+
+
+def _short(e: BaseException) -> str:
+    s = " ".join(str(e).split())
+    return s[:180] + ("..." if len(s) > 180 else "")
+
+
+def ensure_num_classes(lm: LoadedModel, sample: torch.Tensor) -> int:
+    """For file models with unknown head size, run one forward to learn it."""
+    if lm.num_classes:
+        return lm.num_classes
+    with torch.inference_mode():
+        out = lm.module(sample[:1])
+    if out.ndim != 2:
+        raise ModelError(f"{lm.name}: expected logits of shape (N, classes), got {tuple(out.shape)}")
+    lm.num_classes = int(out.shape[1])
+    return lm.num_classes
+

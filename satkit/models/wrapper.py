@@ -1,0 +1,120 @@
+"""The one place preprocessing happens: pixels in [0, 1] at the canvas size in,
+logits out. Resizing to the model's input size (with its interpolation) and its
+mean/std normalization run inside ``forward`` so attack gradients flow through
+them and no caller ever normalizes by hand (DESIGN.md invariant 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a model expects: (C, H, W), interpolation, per-channel mean and std."""
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+
+    @classmethod
+    def from_timm(cls, cfg: dict[str, Any]) -> "DataConfig":
+        return cls(
+            input_size=tuple(int(v) for v in cfg["input_size"]),  # type: ignore[arg-type]
+            mean=tuple(float(v) for v in cfg["mean"]),
+            std=tuple(float(v) for v in cfg["std"]),
+            interpolation=str(cfg.get("interpolation", "bilinear")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation}
+
+
+_INTERP = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest", "area": "area", "lanczos": "bicubic", "random": "bilinear"}
+
+
+class ClassifierWrapper(nn.Module):
+    """Wrap a classifier so it takes canvas pixels in [0, 1]."""
+
+    def __init__(self, model: nn.Module, cfg: DataConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        c = cfg.input_size[0]
+        mean = torch.tensor(cfg.mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+        std = torch.tensor(cfg.std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        if mean.shape[1] not in (1, c) or std.shape[1] not in (1, c):
+            raise ValueError(f"mean/std have {mean.shape[1]} channels, model takes {c}")
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.mode = _INTERP.get(cfg.interpolation, "bilinear")
+        self.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ClassifierWrapper":
+        # Always eval: BN statistics and dropout must never change under an attack.
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(preprocess(x, self.cfg, self.mean, self.std))
+
+
+def preprocess(x: torch.Tensor, cfg: DataConfig, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+    """Canvas pixels in [0, 1] -> the model's normalized input (differentiable).
+
+    Also used by zoo training and distillation so that training and evaluation
+    see exactly the same preprocessing.
+    """
+    c, h, w = cfg.input_size
+    if x.shape[1] != c:
+        if x.shape[1] == 1 and c == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] == 3 and c == 1:
+            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+        else:
+            raise ValueError(f"images have {x.shape[1]} channels, model takes {c}")
+    if x.shape[-2:] != (h, w):
+        mode = _INTERP.get(cfg.interpolation, "bilinear")
+        kw: dict[str, Any] = {}
+        if mode in ("bilinear", "bicubic"):
+            kw = {"align_corners": False, "antialias": x.shape[-2] > h or x.shape[-1] > w}
+        x = F.interpolate(x, size=(h, w), mode=mode, **kw)
+    if mean is None:
+        mean = torch.tensor(cfg.mean, device=x.device).reshape(1, -1, 1, 1)
+    if std is None:
+        std = torch.tensor(cfg.std, device=x.device).reshape(1, -1, 1, 1)
+    return (x - mean.to(x.dtype)) / std.to(x.dtype)
+
+
+@dataclass
+class LoadedModel:
+    """A resolved model spec: the wrapped module plus what provenance needs."""
+
+    name: str  # display name used in tables and matrices
+    spec: str  # what the user passed
+    module: ClassifierWrapper
+    num_classes: int
+    weights_id: str  # timm weights tag, or sha256 of the weights file
+    kind: str  # timm | zoo | safetensors | torchscript | export | pickle
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_config(self) -> DataConfig:
+        return self.module.cfg
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "spec": self.spec,
+            "kind": self.kind,
+            "weights_id": self.weights_id,
+            "num_classes": self.num_classes,
+            "data_config": self.data_config.to_dict(),
+            **self.extra,
+        }

@@ -1,0 +1,249 @@
+"""``satkit study``: zoo training if needed -> attack each model -> transfer all -> matrix.
+
+Layout of a study directory::
+
+    study.json              settings of the study (models, data, attack)
+    attacks/<model>.safetensors
+    transfer/<model>.csv    one table per TARGET, one row per source
+    sat.csv                 the SAT matrix (square layout)
+    sat_long.csv            one row per pair: |X_AB|, both fool rates, SAT
+
+Work whose output exists and matches its inputs is skipped, so a rerun (or a run
+after a crash or a kill) resumes. Every file is written atomically. Adding one
+model to a finished N-model study costs one attack plus 2N+1 transfer
+evaluations (the new source on N old targets, N old sources plus itself on the new target).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from satkit.analysis.sat import DEFAULT_EPS_S, SatMatrix, build_matrix
+from satkit.analysis.transfer import TRANSFER_SCHEMA, open_attack_files, run_transfer
+from satkit.attacks import AttackParams, run_attack, save_attack
+from satkit.data import CleanSet, load_data
+from satkit.errors import OutputError, SatkitError
+from satkit.io.atomic import atomic_output
+from satkit.io.tables import read_table, write_table
+from satkit.io.tensorfile import read_satkit_file
+from satkit.models import ModelOptions, load_model
+
+# Digits default eps: chosen from a measured sweep (docs/study.md): every zoo model's own
+# attack succeeds on >= 90 % of samples and same-architecture pairs score above
+# cross-architecture pairs.
+DIGITS_EPS = 0.1
+
+
+def default_models() -> list[str]:
+    from satkit.models import zoo
+
+    return [f"digits/{n}" for n in zoo.ZOO_MODELS]
+
+
+def slug(name: str) -> str:
+    """File-name-safe form of a model name ("digits/resnet-s1" -> "digits__resnet-s1")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "__", name).strip("_") or "model"
+
+
+@dataclass
+class StudyEvent:
+    """What the study tells its progress callback: a stage, a model, and done/total in the stage's unit."""
+
+    stage: str  # zoo | data | attack | transfer | matrix
+    model: str
+    done: int
+    total: int
+    skipped: bool = False
+
+
+@dataclass
+class StudyResult:
+    out_dir: Path
+    matrix: SatMatrix
+    attacks_run: int = 0
+    attacks_skipped: int = 0
+    transfer_evaluations: int = 0  # (source, target) pairs evaluated in this run
+    transfer_skipped: int = 0
+    model_loads: int = 0
+    forward_samples: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    attack_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _attack_matches(path: Path, model_name: str, params: AttackParams, fingerprint: str) -> dict[str, Any] | None:
+    """The existing attack file's provenance if it was made with these inputs, else None."""
+    if not path.exists():
+        return None
+    try:
+        f = read_satkit_file(path, "satkit.attack")
+    except SatkitError:
+        return None  # damaged or foreign: redo
+    p = f.provenance
+    ok = (
+        p.get("model", {}).get("name") == model_name
+        and p.get("data", {}).get("fingerprint") == fingerprint
+        and p.get("attack") == params.to_dict()
+        and p.get("storage_dtype") == params.storage
+    )
+    return p if ok else None
+
+
+def run_study(
+    models: list[str] | None = None,
+    *,
+    data: str = "digits",
+    out_dir: str | Path = "satkit-study",
+    params: AttackParams | None = None,
+    n: int | None = None,
+    data_seed: int = 0,
+    canvas: int | None = None,
+    batch_size: int = 128,
+    device: Any = "cpu",
+    amp: str = "off",
+    eps_s: float = DEFAULT_EPS_S,
+    model_options: ModelOptions | None = None,
+    on_event: Callable[[StudyEvent], None] | None = None,
+) -> StudyResult:
+    models = list(models) if models else default_models()
+    if len(set(models)) != len(models):
+        raise SatkitError("the model list names a model twice")
+    params = params or AttackParams(eps=DIGITS_EPS if data.startswith("digits") else 8 / 255)
+    out = Path(out_dir)
+    emit = on_event or (lambda e: None)
+    try:
+        (out / "attacks").mkdir(parents=True, exist_ok=True)
+        (out / "transfer").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create study directory {out}: {e.strerror}") from None
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    _ensure_zoo(models, emit)
+    timings["zoo"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    clean = load_data(data, canvas=canvas, n=n, seed=data_seed)
+    emit(StudyEvent("data", data, len(clean), len(clean)))
+    timings["data"] = time.perf_counter() - t0
+
+    res = StudyResult(out_dir=out, matrix=None)  # type: ignore[arg-type]
+    _write_settings(out, models, data, params, n, data_seed, canvas, eps_s, clean)
+
+    t0 = time.perf_counter()
+    attack_paths = _attack_all(models, clean, params, out, batch_size, device, amp, model_options, emit, res)
+    timings["attack"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tables = _transfer_all(models, attack_paths, out, batch_size, device, amp, model_options, emit, res)
+    timings["transfer"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    mat = build_matrix(tables, eps_s=eps_s)
+    write_table(mat.frame(), out / "sat.csv")
+    write_table(mat.long, out / "sat_long.csv")
+    emit(StudyEvent("matrix", "sat.csv", 1, 1))
+    timings["matrix"] = time.perf_counter() - t0
+    res.matrix = mat
+    res.seconds = timings
+    return res
+
+
+def _ensure_zoo(models: list[str], emit) -> None:
+    from satkit.models import zoo
+
+    missing = [m.removeprefix("digits/") for m in models if m.startswith("digits/") and m.removeprefix("digits/") in zoo.ZOO_MODELS and zoo.find_weights(m.removeprefix("digits/")) is None]
+    if not missing:
+        return
+    for i, name in enumerate(missing):
+        emit(StudyEvent("zoo", f"digits/{name}", i, len(missing)))
+        zoo.train_zoo([name])
+        emit(StudyEvent("zoo", f"digits/{name}", i + 1, len(missing)))
+
+
+def _write_settings(out: Path, models, data, params, n, data_seed, canvas, eps_s, clean: CleanSet) -> None:
+    settings = {
+        "models": models, "data": data, "n": n, "data_seed": data_seed, "canvas": canvas,
+        "attack": params.to_dict(), "eps_s": eps_s, "fingerprint": clean.fingerprint,
+    }
+    with atomic_output(out / "study.json") as tmp:
+        tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def _attack_all(models, clean, params, out, batch_size, device, amp, model_options, emit, res) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
+    for i, spec in enumerate(models):
+        path = out / "attacks" / f"{slug(spec)}.safetensors"
+        paths[spec] = path
+        from satkit.models.registry import model_display_name
+
+        name = model_display_name(spec, model_options)
+        prov = _attack_matches(path, name, params, clean.fingerprint)
+        if prov is not None:
+            res.attacks_skipped += 1
+            res.attack_stats[name] = prov.get("stats", {})
+            emit(StudyEvent("attack", spec, len(clean), len(clean), skipped=True))
+            continue
+        lm = load_model(spec, model_options, device)
+        res.model_loads += 1
+        r = run_attack(lm, clean, params, batch_size=batch_size, amp=amp,
+                       progress=lambda d, t, s=spec: emit(StudyEvent("attack", s, d, t)))
+        save_attack(r, path)
+        res.attacks_run += 1
+        res.forward_samples += len(clean) * (params.steps + 2)
+        res.attack_stats[name] = r.provenance["stats"]
+        del lm
+    return paths
+
+
+def _transfer_all(models, attack_paths, out, batch_size, device, amp, model_options, emit, res) -> list[pl.DataFrame]:
+    files = open_attack_files([str(attack_paths[m]) for m in models])
+    keys = {f.provenance["attack_key"]: f for f in files}
+    own_file = dict(zip(models, files))
+    tables = []
+    from satkit.models.registry import model_display_name
+
+    for spec in models:
+        name = model_display_name(spec, model_options)
+        path = out / "transfer" / f"{slug(spec)}.csv"
+        old = _read_existing_transfer(path, name)
+        have = set(old["attack_key"].to_list()) if old is not None else set()
+        todo = [f for k, f in keys.items() if k not in have]
+        kept = old.filter(pl.col("attack_key").is_in(list(keys))) if old is not None else None
+        res.transfer_skipped += len(files) - len(todo)
+        if todo:
+            lm = load_model(spec, model_options, device)
+            res.model_loads += 1
+            # the target's own attack file holds its clean predictions: no clean pass needed
+            tr = run_transfer(lm, todo, batch_size=batch_size, amp=amp, own_attack=own_file[spec],
+                              progress=lambda d, t, s=spec: emit(StudyEvent("transfer", s, d, t)))
+            res.transfer_evaluations += len(todo)
+            res.forward_samples += tr.forward_samples
+            new = tr.table()
+            table = pl.concat([kept, new]) if kept is not None and kept.height else new
+            table = table.sort("source")
+            write_table(table, path)
+            del lm
+        else:
+            table = kept
+            emit(StudyEvent("transfer", spec, len(files), len(files), skipped=True))
+        tables.append(table)
+    return tables
+
+
+def _read_existing_transfer(path: Path, target_name: str) -> pl.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        df = read_table(path, "transfer table")
+    except SatkitError:
+        return None
+    if not set(TRANSFER_SCHEMA).issubset(df.columns) or (df.height and set(df["target"].to_list()) != {target_name}):
+        return None
+    return df.select(list(TRANSFER_SCHEMA)).cast(TRANSFER_SCHEMA)  # type: ignore[arg-type]
