@@ -348,7 +348,8 @@ def _load_torch_file(p: Path, spec: str, opts: ModelOptions) -> LoadedModel:
         is_script = any(re.search(r"(^|/)code/", n) for n in names) or any(n.endswith("constants.pkl") for n in names)
     if is_script:
         try:
-            model = torch.jit.load(str(p), map_location="cpu")
+            with _quiet():
+                model = torch.jit.load(str(p), map_location="cpu")
         except Exception as e:
             raise ModelError(f"{p}: cannot load TorchScript ({_short(e)})") from None
         kind = "torchscript"

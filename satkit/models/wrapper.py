@@ -59,7 +59,12 @@ class ClassifierWrapper(nn.Module):
 
     def train(self, mode: bool = True) -> "ClassifierWrapper":
         # Always eval: BN statistics and dropout must never change under an attack.
-        return super().train(False)
+        self.training = False
+        try:
+            self.model.eval()
+        except NotImplementedError:
+            pass  # torch.export modules are fixed graphs, already in inference form
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(preprocess(x, self.cfg, self.mean, self.std))

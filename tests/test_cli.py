@@ -1,0 +1,168 @@
+"""Every subcommand through typer's CliRunner, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from satkit.cli.app import app
+from tests.conftest import TinyCNN
+
+runner = CliRunner()
+
+
+def run(*args, ok=True):
+    r = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert r.exit_code == 0, f"exit {r.exit_code}\nstdout: {r.stdout}\nstderr: {r.stderr}\n{r.exception!r}"
+    return r
+
+
+def assert_clean_error(r, *words):
+    """One line on stderr naming the problem, non-zero exit, no traceback."""
+    assert r.exit_code != 0
+    err = r.stderr.strip()
+    assert err.startswith("satkit: error:"), err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in r.stderr + r.stdout
+    for w in words:
+        assert w in err, (w, err)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name, seed in (("m1", 1), ("m2", 2), ("m3", 3)):
+        torch.jit.script(TinyCNN(seed=seed).eval()).save(str(d / f"{name}.pt"))
+        paths[name] = d / f"{name}.pt"
+    return paths
+
+
+@pytest.fixture(scope="module")
+def attacked(models, tmp_path_factory):
+    d = tmp_path_factory.mktemp("adv")
+    for name, p in models.items():
+        run("attack", p, "--data", "digits", "--n", 40, "--eps", "0.1", "--steps", 3, "-o", d / f"{name}.safetensors")
+    return d
+
+
+def test_version_and_module_entry():
+    r = run("--version")
+    assert r.stdout.startswith("satkit ")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "satkit", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("satkit ")
+
+
+def _all_commands():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    out = []
+    for name, cmd in group.commands.items():
+        sub = getattr(cmd, "commands", None)
+        if sub:
+            out += [(name, s) for s in sub]
+        else:
+            out.append((name,))
+    return out
+
+
+@pytest.mark.parametrize("cmd", _all_commands(), ids=lambda c: " ".join(c))
+def test_every_command_has_help_with_an_example(cmd):
+    r = run(*cmd, "--help")
+    assert "Example" in r.stdout and "satkit" in r.stdout.split("Example", 1)[1]
+
+
+def test_attack_writes_file_with_bound(attacked):
+    from satkit.io import read_satkit_file
+
+    f = read_satkit_file(attacked / "m1.safetensors", "satkit.attack")
+    d = (f.get("adv").int() - f.get("clean").int()).abs().max().item()
+    assert d <= 25  # 0.1 * 255 -> 25 steps of 1/255
+    assert f.provenance["attack"]["steps"] == 3
+
+
+def test_transfer_and_matrix_pipeline(models, attacked, tmp_path):
+    files = sorted(attacked.glob("*.safetensors"))
+    for name, p in models.items():
+        run("transfer", p, *files, "-o", tmp_path / f"t_{name}.csv")
+    t = pl.read_csv(tmp_path / "t_m1.csv")
+    assert t.height == 3 and set(t["source"]) == {"m1", "m2", "m3"} and set(t["target"]) == {"m1"}
+    r = run("matrix", *sorted(tmp_path.glob("t_*.csv")), "-o", tmp_path / "sat.csv", "--long", tmp_path / "long.csv")
+    sat = pl.read_csv(tmp_path / "sat.csv")
+    assert sat.columns == ["model", "m1", "m2", "m3"] and sat["model"].to_list() == ["m1", "m2", "m3"]
+    assert pl.read_csv(tmp_path / "long.csv").height == 6
+    # stdout when -o is omitted, stdin with -
+    r = run("matrix", tmp_path / "t_m1.csv", tmp_path / "t_m2.csv", tmp_path / "t_m3.csv")
+    assert r.stdout.splitlines()[0] == "model,m1,m2,m3"
+    r2 = runner.invoke(app, ["matrix", "-"], input=pl.concat([pl.read_csv(p) for p in sorted(tmp_path.glob("t_*.csv"))]).write_csv())
+    assert r2.exit_code == 0 and r2.stdout == r.stdout
+
+
+def test_transfer_multiple_targets_and_per_sample(models, attacked, tmp_path):
+    files = sorted(attacked.glob("*.safetensors"))
+    run("transfer", models["m1"], models["m2"], *files, "-o", tmp_path / "t.csv", "--per-sample", tmp_path / "s.parquet")
+    assert pl.read_csv(tmp_path / "t.csv").height == 6
+    assert pl.read_parquet(tmp_path / "s.parquet").height == 6 * 40
+
+
+def test_info(attacked):
+    r = run("info", attacked / "m1.safetensors")
+    assert "satkit.attack v1" in r.stdout and "rerun: satkit attack" in r.stdout
+    j = json.loads(run("info", attacked / "m1.safetensors", "--json").stdout)
+    assert j["provenance"]["attack"]["eps"] == 0.1
+
+
+def test_zoo_list():
+    r = run("zoo", "list")
+    assert "digits/resnet-s1" in r.stdout.split()
+
+
+def test_bad_inputs_are_one_line_errors(models, attacked, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    out = tmp_path / "never.safetensors"
+    cases = [
+        (["transfer", models["m1"], tmp_path / "missing.safetensors"], ["no such file"]),
+        (["transfer", models["m1"], tmp_path / "empty.safetensors"], ["empty"]),
+        (["info", tmp_path / "foreign.safetensors"], ["not one satkit wrote"]),
+        (["attack", "no_such_model_xyz", "-o", out], ["unknown model"]),
+        (["attack", models["m1"], "--eps", "-0.1", "-o", out], ["--eps"]),
+        (["attack", models["m1"], "--eps", "2", "-o", out], ["--eps"]),
+        (["attack", models["m1"], "--steps", "0", "-o", out], ["--steps"]),
+        (["attack", models["m1"], "--batch-size", "0", "-o", out], ["--batch-size"]),
+        (["attack", models["m1"], "--device", "tpu", "-o", out], ["unknown device"]),
+        (["attack", models["m1"], "--device", "cuda:3", "-o", out], ["cuda:3"]),
+        (["attack", models["m1"], "-o", tmp_path / "nodir" / "a.safetensors"], ["does not exist"]),
+        (["attack", models["m1"], "--data", tmp_path / "nodata", "-o", out], ["not found"]),
+        (["matrix", tmp_path / "nothing.csv"], ["no such file"]),
+    ]
+    for args, words in cases:
+        r = run(*args, ok=False)
+        assert_clean_error(r, *words)
+        assert not out.exists()
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*.partial"))
+
+
+def test_pickled_model_needs_opt_in(tmp_path):
+    torch.save(TinyCNN(), str(tmp_path / "full.pt"))
+    r = run("attack", tmp_path / "full.pt", "--n", 20, "--steps", 1, "-o", tmp_path / "a.safetensors", ok=False)
+    assert_clean_error(r, "--allow-pickle")
+    run("attack", tmp_path / "full.pt", "--allow-pickle", "--n", 20, "--steps", 1, "-o", tmp_path / "a.safetensors")
+
+
+def test_attack_files_from_different_clean_sets(models, attacked, tmp_path):
+    run("attack", models["m1"], "--n", 40, "--data-seed", 5, "--steps", 1, "-o", tmp_path / "other.safetensors")
+    r = run("transfer", models["m2"], attacked / "m1.safetensors", tmp_path / "other.safetensors", "-o", tmp_path / "t.csv", ok=False)
+    assert_clean_error(r, "different clean sets")
+    assert not (tmp_path / "t.csv").exists()
