@@ -1,0 +1,54 @@
+"""satkit study end to end on a reduced zoo and sample; resume and incremental cost."""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from satkit.attacks import AttackParams
+from satkit.cli.app import app
+from satkit.study import run_study
+
+MODELS = ["digits/resnet-s1", "digits/vit-s1", "digits/mixer-s1"]
+
+
+def test_study_cli_end_to_end_and_rerun(tmp_path):
+    out = tmp_path / "study"
+    args = ["study", *MODELS, "--n", "60", "--steps", "5", "-o", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.stderr
+    sat = pl.read_csv(out / "sat.csv")
+    assert sat["model"].to_list() == sorted(MODELS) and sat.columns[1:] == sorted(MODELS)
+    M = sat.drop("model").to_numpy()
+    assert np.isfinite(M).all() and np.allclose(M, M.T)
+    assert (M >= 0).all() and (M <= math.log(100) + 1e-12).all()
+    assert sorted(p.name for p in (out / "attacks").iterdir()) == sorted(m.replace("/", "__") + ".safetensors" for m in MODELS)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "study.json"}
+    r2 = CliRunner().invoke(app, args)
+    assert r2.exit_code == 0
+    assert "3 reused" in r2.stderr and "0 attack(s) run" in r2.stderr
+    for p, t in before.items():  # nothing recomputed: attacks and transfer tables untouched
+        if p.parent.name in ("attacks", "transfer"):
+            assert p.stat().st_mtime_ns == t, p
+    assert pl.read_csv(out / "sat.csv").equals(sat)
+
+
+def test_adding_a_model_costs_one_attack_and_2n_plus_1_transfers(tmp_path):
+    p = AttackParams(eps=0.1, steps=3)
+    first = run_study(MODELS[:2], out_dir=tmp_path, params=p, n=40)
+    assert first.attacks_run == 2 and first.transfer_evaluations == 4
+    more = run_study(MODELS, out_dir=tmp_path, params=p, n=40)
+    # one new attack; the new source on 2 old targets + 3 sources (incl. itself) on the new target
+    assert more.attacks_run == 1 and more.attacks_skipped == 2
+    assert more.transfer_evaluations == 2 * 2 + 1
+    # and the result equals a study run from scratch
+    fresh = run_study(MODELS, out_dir=tmp_path / "fresh", params=p, n=40)
+    np.testing.assert_array_equal(more.matrix.values, fresh.matrix.values)
+
+
+def test_changed_settings_are_recomputed(tmp_path):
+    run_study(MODELS[:2], out_dir=tmp_path, params=AttackParams(eps=0.1, steps=2), n=30)
+    again = run_study(MODELS[:2], out_dir=tmp_path, params=AttackParams(eps=0.2, steps=2), n=30)
+    assert again.attacks_run == 2 and again.transfer_evaluations == 4
