@@ -122,6 +122,7 @@ def run_study(
         (out / "transfer").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create study directory {out}: {e.strerror}") from None
+    _remove_stale_partials(out)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -153,6 +154,16 @@ def run_study(
     res.matrix = mat
     res.seconds = timings
     return res
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Temporary files of a killed run (never under a final name) are cleaned up on the next run."""
+    for d in (out, out / "attacks", out / "transfer"):
+        for p in d.glob(".*.partial"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
 
 
 def _ensure_zoo(models: list[str], emit) -> None:
