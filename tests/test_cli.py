@@ -166,3 +166,21 @@ def test_attack_files_from_different_clean_sets(models, attacked, tmp_path):
     r = run("transfer", models["m2"], attacked / "m1.safetensors", tmp_path / "other.safetensors", "-o", tmp_path / "t.csv", ok=False)
     assert_clean_error(r, "different clean sets")
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_completions_are_current_and_work():
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from typer._completion_shared import get_completion_script
+
+    root = Path(__file__).resolve().parent.parent / "completions"
+    for shell, name in (("bash", "satkit.bash"), ("zsh", "_satkit"), ("fish", "satkit.fish")):
+        expect = get_completion_script(prog_name="satkit", complete_var="_SATKIT_COMPLETE", shell=shell)
+        assert (root / name).read_text() == expect, f"run python scripts/make_completions.py ({name} is stale)"
+    env = dict(os.environ, COMP_WORDS="satkit att", COMP_CWORD="1", _SATKIT_COMPLETE="complete_bash")
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "satkit"], env=env, capture_output=True, text=True)
+    assert "attack" in out.stdout.split()
