@@ -1,0 +1,450 @@
+"""The built-in "digits zoo": small timm classifiers trained on scikit-learn's digits.
+
+The zoo is satkit's end-to-end model set: ten tiny models from six clearly
+different timm architecture families (plain CNN, ConvNeXt, ViT, MLP-Mixer,
+ConvMixer, MobileNetV3-style NAS blocks), two input resolutions, and extra
+seeds of two families, so that SAT can be demonstrated (same-architecture pairs
+vs. cross-architecture pairs) on a laptop CPU in minutes.
+
+Models are named ``<arch>-s<seed>`` (users write ``digits/resnet-s1``). Trained
+weights ship as package data in ``satkit/zoo_weights/``; ``satkit zoo`` can
+re-train them into the user cache (:func:`zoo_home`), which takes precedence.
+
+Training goes through :func:`satkit.models.wrapper.preprocess`, the same
+function the evaluation wrapper uses, so train- and test-time preprocessing are
+identical. Training is seeded and deterministic on CPU: the same seed and the
+same torch thread count give bit-identical weights (the packaged weights were
+trained with ``torch.set_num_threads(2)``; another thread count changes the
+float reduction order, so the weights differ slightly, not the accuracy). This
+module never prints or exits; progress is reported only through callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from satkit.errors import ModelError, ParameterError
+from satkit.models.wrapper import DataConfig, preprocess
+
+# The paper's 13 model-card columns (appendix tables), in the paper's order.
+COMPONENTS: list[str] = [
+    "Base architecture",
+    "Hierarchical structure",
+    "Stem layer",
+    "Input resolution",
+    "Normalization",
+    "Activation",
+    "Pooling (stem)",
+    "Pooling (final)",
+    "2D SA",
+    "CW attention",
+    "Location of CW attention",
+    "DW conv",
+    "Group conv",
+]
+
+NUM_CLASSES = 10
+ZOO_PREFIX = "digits/"
+WEIGHTS_SUFFIX = ".safetensors"
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How one architecture is trained (AdamW, linear warm-up + cosine decay)."""
+
+    epochs: int
+    lr: float
+    weight_decay: float = 0.05
+    batch_size: int = 64
+    label_smoothing: float = 0.1
+    # Random translation of the 16-px canvas in pixels; 1 px helps every arch, 2 px hurts the ViT.
+    max_shift: int = 1
+    warmup_epochs: int = 1
+
+
+@dataclass(frozen=True)
+class ZooArch:
+    name: str
+    build: Callable[[], nn.Module]
+    data_config: DataConfig
+    card: dict[str, str]
+    description: str
+    recipe: TrainRecipe = field(default_factory=lambda: TrainRecipe(epochs=20, lr=2e-3))
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    arch: str
+    seed: int
+
+
+# --------------------------------------------------------------------------- builders
+# Every builder uses timm's own model classes with tiny configs; in_chans=1
+# because the digits are grey-scale. Imports are local so `import satkit` stays fast.
+
+
+def _build_resnet() -> nn.Module:
+    from timm.models.resnet import BasicBlock, ResNet
+
+    # ResNet-10-ish: timm's plain 7x7 s2 stem (always 64 channels) + 3x3 s2 max-pool
+    # (32 -> 16 -> 8), then 4 BasicBlock stages at 8/4/2/1 px.
+    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=NUM_CLASSES, in_chans=1, channels=(16, 32, 48, 64))
+
+
+def _build_convnext() -> nn.Module:
+    from timm.models.convnext import ConvNeXt
+
+    # 4x4 s4 patchify stem (32 -> 8); timm's ConvNeXt always has 4 stages (8/4/2/1).
+    # 3x3 depthwise kernels: 7x7 would be mostly padding on maps this small.
+    return ConvNeXt(in_chans=1, num_classes=NUM_CLASSES, depths=(1, 1, 2, 1), dims=(24, 32, 48, 64), patch_size=4, kernel_sizes=3)
+
+
+def _build_vit() -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    # 16 px / patch 4 = 16 tokens + CLS token.
+    return VisionTransformer(
+        img_size=16, patch_size=4, in_chans=1, num_classes=NUM_CLASSES, embed_dim=64, depth=3, num_heads=4, mlp_ratio=2.0
+    )
+
+
+def _build_mixer() -> nn.Module:
+    from timm.models.mlp_mixer import MlpMixer
+
+    return MlpMixer(
+        num_classes=NUM_CLASSES, img_size=16, in_chans=1, patch_size=4, num_blocks=4, embed_dim=64, mlp_ratio=(1.0, 2.0)
+    )
+
+
+def _build_convmixer() -> nn.Module:
+    from timm.models.convmixer import ConvMixer
+
+    # 2x2 s2 patch stem (16 -> 8), isotropic depthwise/pointwise blocks.
+    return ConvMixer(dim=48, depth=4, kernel_size=5, patch_size=2, in_chans=1, num_classes=NUM_CLASSES)
+
+
+# MobileNetV3-style blocks (timm's EfficientNet-builder notation): depthwise-separable and
+# inverted-residual blocks, squeeze-excite inside some blocks, hard-swish everywhere.
+_MOBILENET_ARCH_DEF = [
+    ["ds_r1_k3_s2_e1_c16_se0.25"],  # 16x16 -> 8x8
+    ["ir_r1_k3_s1_e4_c24", "ir_r1_k3_s1_e3_c24"],  # 8x8
+    ["ir_r2_k5_s2_e4_c40_se0.25"],  # 4x4
+    ["ir_r1_k3_s2_e4_c64_se0.25"],  # 2x2
+    ["cn_r1_k1_s1_c128"],
+]
+
+
+def _build_mobilenet() -> nn.Module:
+    from timm.models._efficientnet_blocks import SqueezeExcite
+    from timm.models._efficientnet_builder import decode_arch_def
+    from timm.models.mobilenetv3 import MobileNetV3
+
+    # Same SE flavour as timm's mobilenetv3 (ReLU inside, hard-sigmoid gate); 3x3 s2 stem 32 -> 16.
+    se_layer = partial(SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU)
+    return MobileNetV3(
+        decode_arch_def(_MOBILENET_ARCH_DEF),
+        num_classes=NUM_CLASSES,
+        in_chans=1,
+        stem_size=16,
+        num_features=256,
+        act_layer=nn.Hardswish,
+        se_layer=se_layer,
+    )
+
+
+# Pixels in [0, 1] -> roughly zero-centred, unit range. One convention for the whole zoo
+# keeps it simple; the models differ in resolution and architecture, not in normalization.
+_MEAN, _STD = (0.5,), (0.5,)
+
+
+def _cfg(size: int) -> DataConfig:
+    return DataConfig(input_size=(1, size, size), mean=_MEAN, std=_STD, interpolation="bilinear")
+
+
+# Cards use the paper's vocabulary (appendix C): "2D SA" means 2D self-attention blocks inside a
+# CNN (BoT, Halo, Lambda); the paper marks plain Transformers (ViT, DeiT) "No" there, and so do we.
+def _arch_card(
+    base: str, hier: str, stem: str, res: int, norm: str, act: str, pool_stem: str, pool_final: str,
+    sa: str, cw: str, cw_loc: str, dw: str, group: str,
+) -> dict[str, str]:
+    values = [base, hier, stem, f"{res} {res}", norm, act, pool_stem, pool_final, sa, cw, cw_loc, dw, group]
+    return dict(zip(COMPONENTS, values))
+
+
+ZOO_ARCHS: dict[str, ZooArch] = {
+    a.name: a
+    for a in [
+        ZooArch(
+            "resnet",
+            _build_resnet,
+            _cfg(32),
+            _arch_card("CNN", "Yes", "7s2", 32, "BN", "ReLU", "Yes", "GAP", "No", "No", "~", "No", "No"),
+            "timm ResNet, BasicBlock [1,1,1,1], stage channels 16-64; 7x7 s2 stem (64 ch) + max-pool; input 32 (canvas upsampled)",
+            TrainRecipe(epochs=15, lr=3e-3),
+        ),
+        ZooArch(
+            "convnext",
+            _build_convnext,
+            _cfg(32),
+            _arch_card("CNN", "Yes", "4s4", 32, "LN", "GeLU", "No", "GAP", "No", "No", "~", "Yes", "No"),
+            "timm ConvNeXt, depths (1,1,2,1), dims 24-64, 3x3 depthwise; 4x4 s4 patchify stem; input 32",
+            TrainRecipe(epochs=25, lr=3e-3),
+        ),
+        ZooArch(
+            "vit",
+            _build_vit,
+            _cfg(16),
+            _arch_card("Transformer", "No", "4s4", 16, "LN", "GeLU", "No", "CLS token", "No", "No", "~", "No", "No"),
+            "timm VisionTransformer, patch 4, dim 64, depth 3, 4 heads, CLS token; input 16",
+            TrainRecipe(epochs=30, lr=2e-3),
+        ),
+        ZooArch(
+            "mixer",
+            _build_mixer,
+            _cfg(16),
+            _arch_card("MLP-Mixer", "No", "4s4", 16, "LN", "GeLU", "No", "GAP", "No", "No", "~", "No", "No"),
+            "timm MlpMixer, patch 4, dim 64, 4 blocks; input 16",
+            TrainRecipe(epochs=30, lr=2e-3),
+        ),
+        ZooArch(
+            "convmixer",
+            _build_convmixer,
+            _cfg(16),
+            _arch_card("CNN", "No", "2s2", 16, "BN", "GeLU", "No", "GAP", "No", "No", "~", "Yes", "No"),
+            "timm ConvMixer, dim 48, depth 4, 5x5 depthwise; 2x2 s2 patch stem; input 16",
+            TrainRecipe(epochs=20, lr=3e-3),
+        ),
+        ZooArch(
+            "mobilenet",
+            _build_mobilenet,
+            _cfg(32),
+            _arch_card("NAS (CNN)", "Yes", "3s2", 32, "BN", "HardSwish", "No", "GAP", "No", "Yes (SE)", "Middle", "Yes", "No"),
+            "timm MobileNetV3 (NAS-derived inverted-residual blocks), SE inside blocks, hard-swish; 3x3 s2 stem; input 32",
+            TrainRecipe(epochs=20, lr=3e-3),
+        ),
+    ]
+}
+
+_SEEDS = {"resnet": (1, 2, 3), "vit": (1, 2, 3), "convnext": (1,), "mixer": (1,), "convmixer": (1,), "mobilenet": (1,)}
+
+ZOO_MODELS: dict[str, ZooModel] = {
+    f"{arch}-s{seed}": ZooModel(f"{arch}-s{seed}", arch, seed) for arch, seeds in _SEEDS.items() for seed in seeds
+}
+
+
+# --------------------------------------------------------------------------- lookup
+
+
+def _strip_prefix(name: str) -> str:
+    name = name.strip()
+    return name[len(ZOO_PREFIX):] if name.startswith(ZOO_PREFIX) else name
+
+
+def _resolve(name_or_arch: str) -> tuple[ZooArch, ZooModel | None]:
+    key = _strip_prefix(name_or_arch)
+    if key in ZOO_MODELS:
+        m = ZOO_MODELS[key]
+        return ZOO_ARCHS[m.arch], m
+    if key in ZOO_ARCHS:
+        return ZOO_ARCHS[key], None
+    raise ModelError(
+        f"unknown zoo model '{name_or_arch}'; valid: {', '.join(ZOO_MODELS)} (as digits/<name>) or an architecture: {', '.join(ZOO_ARCHS)}"
+    )
+
+
+def _model(name: str) -> ZooModel:
+    arch, model = _resolve(name)
+    if model is None:
+        raise ModelError(f"'{name}' is an architecture, not a trained zoo model; use e.g. digits/{arch.name}-s1")
+    return model
+
+
+def zoo_home() -> Path:
+    """Where ``satkit zoo`` writes trained weights: ``$SATKIT_HOME/zoo`` or the user cache dir."""
+    home = os.environ.get("SATKIT_HOME")
+    if home:
+        return Path(home).expanduser() / "zoo"
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "satkit" / "zoo"
+
+
+def packaged_weights_dir() -> Path:
+    """The weights shipped inside the package (``satkit/zoo_weights/``)."""
+    return Path(__file__).resolve().parent.parent / "zoo_weights"
+
+
+def find_weights(name: str) -> Path | None:
+    """The weights file of a zoo model: user cache first (re-trained), then packaged; None if neither."""
+    model = _model(name)
+    for d in (zoo_home(), packaged_weights_dir()):
+        p = d / f"{model.name}{WEIGHTS_SUFFIX}"
+        if p.is_file():
+            return p
+    return None
+
+
+def build_zoo_module(name_or_arch: str) -> tuple[nn.Module, DataConfig, ZooArch]:
+    """An un-trained module (eval mode) for ``resnet-s1``/``digits/resnet-s1`` or an architecture ``resnet``."""
+    arch, _ = _resolve(name_or_arch)
+    return arch.build().eval(), arch.data_config, arch
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    return images.to(torch.float32) / 255.0
+
+
+def _random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by a random integer offset in [-max_shift, max_shift], zero fill."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (n,1,h,1)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (n,1,1,w)
+    batch = torch.arange(n)[:, None, None, None]
+    chan = torch.arange(x.shape[1])[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, cfg: DataConfig, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on uint8 canvas images, through :func:`preprocess`."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        x = preprocess(_as_float(images[i : i + batch_size]), cfg)
+        correct += int((model(x).argmax(1) == labels[i : i + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(1, len(labels))
+
+
+def _fit(model: nn.Module, arch: ZooArch, seed: int, epochs: int, progress: Callable[[int, int], None] | None) -> None:
+    from satkit.data.loaders import load_digits_set
+
+    train = load_digits_set("train")
+    x_all, y_all = _as_float(train.images), train.labels
+    r = arch.recipe
+    # A private generator drives data order and augmentation: the seed changes both, and
+    # the offset keeps this stream unrelated to the initialization stream (seeded with `seed`).
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    steps_per_epoch = math.ceil(len(y_all) / r.batch_size)
+    total = epochs * steps_per_epoch
+    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(_lr_factor, total=total, warmup=r.warmup_epochs * steps_per_epoch))
+    # channels_last makes CPU max-pool and depthwise convs much faster (mkldnn kernels);
+    # the state_dict is made contiguous again before it is returned.
+    model.to(memory_format=torch.channels_last).train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(y_all), generator=gen)
+        for i in range(0, len(order), r.batch_size):
+            idx = order[i : i + r.batch_size]
+            x = preprocess(_random_shift(x_all[idx], r.max_shift, gen), arch.data_config)
+            x = x.contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=r.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if progress is not None:
+            progress(epoch + 1, epochs)
+    model.eval()
+
+
+def train_zoo_model(
+    name: str, *, epochs: int | None = None, progress: Callable[[int, int], None] | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Train one zoo model from scratch; returns (state_dict, metrics).
+
+    Deterministic on CPU: the seed fixes the initialization (global RNG, restored
+    afterwards) and the data order/augmentation (private generator).
+    """
+    from satkit.data.loaders import load_digits_set
+
+    model_info = _model(name)
+    arch = ZOO_ARCHS[model_info.arch]
+    epochs = arch.recipe.epochs if epochs is None else int(epochs)
+    if epochs < 1:
+        raise ParameterError(f"epochs must be at least 1, got {epochs}")
+    t0 = time.perf_counter()
+    # The seed fixes the initialization through the global RNG; fork_rng restores the
+    # caller's RNG state afterwards. _fit derives its own generator for the data order.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model_info.seed)
+        model = arch.build()
+        _fit(model, arch, model_info.seed, epochs, progress)
+    seconds = time.perf_counter() - t0
+    test = load_digits_set("test")
+    metrics = {
+        "test_accuracy": evaluate_accuracy(model, arch.data_config, test.images, test.labels),
+        "train_seconds": seconds,
+        "epochs": epochs,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    return state, metrics
+
+
+def train_zoo(
+    names: list[str] | None = None,
+    out_dir: Path | None = None,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[dict]:
+    """Train zoo models and write ``<out_dir>/<name>.safetensors`` atomically (default: :func:`zoo_home`)."""
+    from safetensors.torch import save_file
+
+    from satkit.io.atomic import atomic_output
+
+    models = [_model(n) for n in (names if names is not None else list(ZOO_MODELS))]  # validate all names first
+    out = Path(out_dir) if out_dir is not None else zoo_home()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for m in models:
+        cb = (lambda done, total, _n=m.name: progress(_n, done, total)) if progress is not None else None
+        state, metrics = train_zoo_model(m.name, progress=cb)
+        path = out / f"{m.name}{WEIGHTS_SUFFIX}"
+        meta = {"satkit_zoo": m.name, "arch": m.arch, "seed": str(m.seed), "test_accuracy": f"{metrics['test_accuracy']:.4f}"}
+        with atomic_output(path) as tmp:
+            save_file(state, str(tmp), metadata=meta)
+        rows.append(
+            {
+                "name": m.name,
+                "arch": m.arch,
+                "seed": m.seed,
+                "test_accuracy": metrics["test_accuracy"],
+                "train_seconds": metrics["train_seconds"],
+                "params": metrics["params"],
+                "path": str(path),
+            }
+        )
+    return rows
