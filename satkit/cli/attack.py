@@ -67,11 +67,12 @@ def attack(
     opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name)
     clean = load_data(data, canvas=canvas, n=n, seed=data_seed)
     lm = load_model(model, opts, dev)
-    c.info(f"attacking [bold]{lm.name}[/bold] on {len(clean)} images ({data}), eps={params.eps:.5g}, steps={params.steps}, device={dev}")
     with c.progress_bar() as p:
-        res = run_attack(lm, clean, params, batch_size=batch_size, amp=amp, progress=c.task_callback(p, lm.name))
+        label = f"attack {lm.name} (eps={params.eps:.4g}, {params.steps} steps, {dev})"
+        res = run_attack(lm, clean, params, batch_size=batch_size, amp=amp, progress=c.task_callback(p, label))
     rerun = shell_quote(["satkit", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("satkit") else None
     save_attack(res, output, rerun=rerun)
     c.info(
-        f"clean accuracy {res.clean_accuracy:.1%}, attack success {res.success_rate:.1%} on correctly classified; wrote {output}"
+        f"{lm.name}: {len(clean)} images, clean accuracy {res.clean_accuracy:.1%}, attack success "
+        f"{res.success_rate:.1%} of correctly classified (eps={params.eps:.4g}, {params.steps} steps); wrote {output}"
     )

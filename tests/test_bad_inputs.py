@@ -1,0 +1,147 @@
+"""Bad input matrix: each case must give ONE line naming the problem, a non-zero exit,
+no traceback, and no output file created or overwritten."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from satkit.cli.app import app
+from tests.conftest import TinyCNN
+
+runner = CliRunner()
+SENTINEL = b"previous content\n"
+
+
+class NaNNet(torch.nn.Module):
+    def forward(self, x):
+        return torch.full((x.shape[0], 10), float("nan"))
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A workspace with good and bad files."""
+    d = tmp_path_factory.mktemp("bad")
+    torch.jit.script(TinyCNN(seed=1).eval()).save(str(d / "good.pt"))
+    torch.jit.script(TinyCNN(seed=2, num_classes=5).eval()).save(str(d / "five.pt"))
+    torch.jit.script(NaNNet()).save(str(d / "nan.pt"))
+    torch.save(TinyCNN(), str(d / "pickled.pt"))
+    r = runner.invoke(app, ["attack", str(d / "good.pt"), "--n", "30", "--steps", "1", "-o", str(d / "adv.safetensors")])
+    assert r.exit_code == 0, r.stderr
+    r = runner.invoke(app, ["attack", str(d / "good.pt"), "--n", "30", "--data-seed", "9", "--steps", "1", "-o", str(d / "adv_other.safetensors")])
+    assert r.exit_code == 0, r.stderr
+    r = runner.invoke(app, ["transfer", str(d / "good.pt"), str(d / "adv.safetensors"), "-o", str(d / "t.csv")])
+    r = runner.invoke(app, ["transfer", str(d / "good.pt"), str(d / "adv_other.safetensors"), "-o", str(d / "t_other.csv")])
+    assert r.exit_code == 0, r.stderr
+    raw = (d / "adv.safetensors").read_bytes()
+    (d / "truncated.safetensors").write_bytes(raw[: len(raw) // 2])
+    (d / "empty.safetensors").write_bytes(b"")
+    (d / "text.safetensors").write_text("this is not safetensors")
+    save_file({"w": torch.zeros(3)}, str(d / "foreign.safetensors"))
+    save_file({"clean": torch.zeros(1)}, str(d / "newer.safetensors"),
+              metadata={"format": "satkit.attack", "format_version": "99", "provenance": "{}"})
+    save_file({"a": torch.zeros(2)}, str(d / "weights_misfit.safetensors"))
+    (d / "folder_empty" / "cat").mkdir(parents=True)
+    (d / "folder_flat").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "folder_flat" / "img.png")
+    (d / "folder_broken" / "cat").mkdir(parents=True)
+    (d / "folder_broken" / "cat" / "bad.jpg").write_bytes(b"\xff\xd8 garbage")
+    ro = d / "readonly"
+    ro.mkdir()
+    os.chmod(ro, stat.S_IRUSR | stat.S_IXUSR)
+    (d / "nonsquare.csv").write_text("model,a,b\na,1,2\n")
+    (d / "transfer_nocols.csv").write_text("x,y\n1,2\n")
+    return d
+
+
+# (id, args (with {d} for the workspace), words the message must contain, output path or None)
+CASES = [
+    ("missing-attack-file", ["transfer", "{d}/good.pt", "{d}/missing.safetensors", "-o", "{out}.csv"], ["no such file"]),
+    ("empty-file", ["transfer", "{d}/good.pt", "{d}/empty.safetensors", "-o", "{out}.csv"], ["empty"]),
+    ("truncated-file", ["transfer", "{d}/good.pt", "{d}/truncated.safetensors", "-o", "{out}.csv"], ["truncated"]),
+    ("not-safetensors", ["info", "{d}/text.safetensors"], ["not a readable safetensors"]),
+    ("foreign-safetensors", ["info", "{d}/foreign.safetensors"], ["not one satkit wrote"]),
+    ("newer-format-version", ["transfer", "{d}/good.pt", "{d}/newer.safetensors", "-o", "{out}.csv"], ["newer", "upgrade satkit"]),
+    ("different-clean-sets-transfer", ["transfer", "{d}/good.pt", "{d}/adv.safetensors", "{d}/adv_other.safetensors", "-o", "{out}.csv"], ["different clean sets"]),
+    ("different-clean-sets-matrix", ["matrix", "{d}/t.csv", "{d}/t_other.csv", "-o", "{out}.csv"], ["different clean sets"]),
+    ("labels-out-of-range", ["attack", "{d}/five.pt", "--n", "20", "--steps", "1", "-o", "{out}.safetensors"], ["5 classes"]),
+    ("labels-out-of-range-transfer", ["transfer", "{d}/five.pt", "{d}/adv.safetensors", "-o", "{out}.csv"], ["5 classes"]),
+    ("folder-no-images", ["attack", "{d}/good.pt", "--data", "{d}/folder_empty", "-o", "{out}.safetensors"], ["no images"]),
+    ("folder-no-class-folders", ["attack", "{d}/good.pt", "--data", "{d}/folder_flat", "-o", "{out}.safetensors"], ["no class sub-folders"]),
+    ("unreadable-image", ["attack", "{d}/good.pt", "--data", "{d}/folder_broken", "-o", "{out}.safetensors"], ["bad.jpg", "cannot decode"]),
+    ("unknown-timm-name", ["attack", "resnet_nope_42", "-o", "{out}.safetensors"], ["unknown model"]),
+    ("weights-offline", ["attack", "test_vit.r160_in1k", "--n", "10", "-o", "{out}.safetensors"], ["cannot be downloaded"]),
+    ("state-dict-misfit", ["attack", "{d}/weights_misfit.safetensors", "--arch", "digits/resnet", "-o", "{out}.safetensors"], ["does not fit"]),
+    ("weights-without-arch", ["attack", "{d}/weights_misfit.safetensors", "-o", "{out}.safetensors"], ["--arch"]),
+    ("nan-logits", ["attack", "{d}/nan.pt", "--n", "10", "--steps", "1", "-o", "{out}.safetensors"], ["NaN"]),
+    ("pickle-without-opt-in", ["attack", "{d}/pickled.pt", "-o", "{out}.safetensors"], ["--allow-pickle"]),
+    ("eps-negative", ["attack", "{d}/good.pt", "--eps", "-0.1", "-o", "{out}.safetensors"], ["--eps"]),
+    ("eps-above-one", ["attack", "{d}/good.pt", "--eps", "1.5", "-o", "{out}.safetensors"], ["--eps"]),
+    ("eps-not-a-number", ["attack", "{d}/good.pt", "--eps", "8/0", "-o", "{out}.safetensors"], ["--eps"]),
+    ("steps-zero", ["attack", "{d}/good.pt", "--steps", "0", "-o", "{out}.safetensors"], ["--steps"]),
+    ("batch-size-zero", ["attack", "{d}/good.pt", "--batch-size", "0", "-o", "{out}.safetensors"], ["--batch-size"]),
+    ("batch-size-zero-transfer", ["transfer", "{d}/good.pt", "{d}/adv.safetensors", "--batch-size", "0", "-o", "{out}.csv"], ["--batch-size"]),
+    ("unknown-device", ["attack", "{d}/good.pt", "--device", "tpu", "-o", "{out}.safetensors"], ["unknown device"]),
+    ("unavailable-device", ["attack", "{d}/good.pt", "--device", "cuda:3", "-o", "{out}.safetensors"], ["cuda:3"]),
+    ("fp16-on-cpu", ["attack", "{d}/good.pt", "--device", "cpu", "--amp", "fp16", "--n", "10", "-o", "{out}.safetensors"], ["fp16"]),
+    ("n-negative", ["attack", "{d}/good.pt", "--n", "-3", "-o", "{out}.safetensors"], ["--n"]),
+    ("output-dir-missing", ["attack", "{d}/good.pt", "-o", "{d}/no/such/dir/a.safetensors"], ["does not exist"]),
+    ("output-dir-read-only", ["attack", "{d}/good.pt", "-o", "{d}/readonly/a.safetensors"], ["not writable"]),
+    ("output-is-directory", ["attack", "{d}/good.pt", "-o", "{d}/folder_flat"], ["is a directory"]),
+    ("data-not-found", ["attack", "{d}/good.pt", "--data", "{d}/nowhere", "-o", "{out}.safetensors"], ["not found"]),
+    ("matrix-missing-table", ["matrix", "{d}/nothing.csv", "-o", "{out}.csv"], ["no such file"]),
+    ("matrix-table-without-columns", ["matrix", "{d}/transfer_nocols.csv", "-o", "{out}.csv"], ["lacks column"]),
+    ("transfer-no-target", ["transfer", "{d}/adv.safetensors", "-o", "{out}.csv"], ["no target"]),
+    ("zoo-unknown-model", ["zoo", "train", "nonexistent"], ["unknown zoo model"]),
+    ("unknown-zoo-spec", ["attack", "digits/nonexistent-s1", "-o", "{out}.safetensors"], ["unknown zoo model"]),
+    ("info-missing", ["info", "{d}/missing.safetensors"], ["no such file"]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(ws, tmp_path, case):
+    if case[0] == "output-dir-read-only" and os.geteuid() == 0:
+        pytest.skip("root can write into read-only directories")
+    cid, args, words = case
+    out = tmp_path / "out"
+    argv = [a.format(d=ws, out=out) for a in args]
+    outputs = [p for p in argv if p.startswith(str(out))]
+    for p in outputs:  # an existing output must survive untouched
+        with open(p, "wb") as fh:
+            fh.write(SENTINEL)
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 2, (cid, r.exit_code, r.stdout, r.stderr, r.exception)
+    err = r.stderr.strip()
+    assert err.startswith("satkit: error:") and len(err.splitlines()) == 1, (cid, err)
+    assert "Traceback" not in r.stdout + r.stderr
+    for w in words:
+        assert w in err, (cid, w, err)
+    for p in outputs:
+        assert open(p, "rb").read() == SENTINEL, f"{cid}: output overwritten"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_case_count():
+    assert len(CASES) >= 25
+
+
+def test_case_table_in_docs():
+    """docs/errors.md lists every case (regenerate with python -m tests.test_bad_inputs)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "errors.md").read_text()
+    missing = [c[0] for c in CASES if f"`{c[0]}`" not in doc]
+    assert not missing, missing
+
+
+if __name__ == "__main__":  # print the markdown table for docs/errors.md
+    for cid, args, words in CASES:
+        print(f"| `{cid}` | `satkit {' '.join(args).replace('{d}/', '').replace('{out}', 'OUT')}` | {', '.join(words)} |")
