@@ -92,11 +92,11 @@ def write_satkit_file(
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_output(path) as tmp:
         save_file(data, str(tmp), metadata=meta)
-        _canonicalize_header(tmp)
+        canonicalize_header(tmp)
     return Path(path)
 
 
-def _canonicalize_header(path: Path) -> None:
+def canonicalize_header(path: str | os.PathLike) -> None:
     """Rewrite the safetensors JSON header with sorted keys, in place.
 
     safetensors serializes its header from a hash map whose order changes from

@@ -424,6 +424,7 @@ def train_zoo(
     from safetensors.torch import save_file
 
     from satkit.io.atomic import atomic_output
+    from satkit.io.tensorfile import canonicalize_header
 
     models = [_model(n) for n in (names if names is not None else list(ZOO_MODELS))]  # validate all names first
     out = Path(out_dir) if out_dir is not None else zoo_home()
@@ -436,6 +437,7 @@ def train_zoo(
         meta = {"satkit_zoo": m.name, "arch": m.arch, "seed": str(m.seed), "test_accuracy": f"{metrics['test_accuracy']:.4f}"}
         with atomic_output(path) as tmp:
             save_file(state, str(tmp), metadata=meta)
+            canonicalize_header(tmp)  # sorted header: the same weights give the same bytes (and weights id)
         rows.append(
             {
                 "name": m.name,
