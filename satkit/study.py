@@ -7,6 +7,12 @@ Layout of a study directory::
     transfer/<model>.csv    one table per TARGET, one row per source
     sat.csv                 the SAT matrix (square layout)
     sat_long.csv            one row per pair: |X_AB|, both fool rates, SAT
+    clusters.csv            spectral clusters (k by eigengap unless given) + coordinates
+    keywords.csv            top-5 TF-IDF card keywords per cluster
+    clusters.png, tsne.png  spectral-distance heatmap (paper Fig. 4), t-SNE map (Fig. 1)
+    importance.csv/.png     component importance for SAT (paper Fig. 3)
+
+The analyses (cheap) are redone on every run; they need >= 3 models and a full matrix.
 
 Work whose output exists and matches its inputs is skipped, so a rerun (or a run
 after a crash or a kill) resumes. Every file is written atomically. Adding one
@@ -23,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import polars as pl
 
 from satkit.analysis.sat import DEFAULT_EPS_S, SatMatrix, build_matrix
@@ -56,7 +63,7 @@ def slug(name: str) -> str:
 class StudyEvent:
     """What the study tells its progress callback: a stage, a model, and done/total in the stage's unit."""
 
-    stage: str  # zoo | data | attack | transfer | matrix
+    stage: str  # zoo | data | attack | transfer | matrix | analysis
     model: str
     done: int
     total: int
@@ -75,6 +82,7 @@ class StudyResult:
     forward_samples: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     attack_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    analysis: "StudyAnalysis | None" = None
 
 
 def _attack_matches(path: Path, model_name: str, params: AttackParams, fingerprint: str) -> dict[str, Any] | None:
@@ -109,6 +117,8 @@ def run_study(
     amp: str = "off",
     eps_s: float = DEFAULT_EPS_S,
     model_options: ModelOptions | None = None,
+    analyses: bool = True,
+    k: int | None = None,
     on_event: Callable[[StudyEvent], None] | None = None,
 ) -> StudyResult:
     models = list(models) if models else default_models()
@@ -152,8 +162,48 @@ def run_study(
     emit(StudyEvent("matrix", "sat.csv", 1, 1))
     timings["matrix"] = time.perf_counter() - t0
     res.matrix = mat
+    if analyses and len(mat.names) >= 3 and not np.isnan(mat.values).any():
+        t0 = time.perf_counter()
+        res.analysis = run_analyses(mat, out, k=k, seed=params.seed, emit=emit)
+        timings["analysis"] = time.perf_counter() - t0
     res.seconds = timings
     return res
+
+
+@dataclass
+class StudyAnalysis:
+    clusters: Any  # ClusterResult
+    keywords: pl.DataFrame
+    importance: Any  # ImportanceResult, or None when it could not be fitted (see note)
+    missing_cards: list[str]
+    note: str = ""
+
+
+def run_analyses(mat: SatMatrix, out: Path, *, k: int | None = None, seed: int = 0, emit=None) -> StudyAnalysis:
+    """Cluster + TF-IDF keywords + component importance on the study's matrix, tables and plots into ``out``."""
+    from satkit.analysis.cards import load_cards
+    from satkit.analysis.cluster import plot_spectral_distances, plot_tsne, spectral_cluster, tfidf_keywords
+    from satkit.analysis.importance import feature_importance, plot_importance
+
+    emit = emit or (lambda e: None)
+    cards = load_cards()
+    cl = spectral_cluster(mat.names, mat.values, k, seed=seed)
+    kw, missing = tfidf_keywords(cl.labels, cl.names, cards, top=5)
+    write_table(cl.to_frame(), out / "clusters.csv")
+    write_table(kw, out / "keywords.csv")
+    plot_spectral_distances(cl, out / "clusters.png")
+    plot_tsne(cl, out / "tsne.png", seed=seed)
+    emit(StudyEvent("analysis", "clusters", 1, 2))
+    imp, note = None, ""
+    try:
+        imp = feature_importance(mat.names, mat.values, cards, seed=seed)
+    except SatkitError as e:  # e.g. too few pairs with cards: the clustering still stands
+        note = f"importance skipped: {e}"
+    if imp is not None:
+        write_table(imp.to_frame(), out / "importance.csv")
+        plot_importance(imp, out / "importance.png")
+    emit(StudyEvent("analysis", "importance", 2, 2))
+    return StudyAnalysis(clusters=cl, keywords=kw, importance=imp, missing_cards=missing, note=note)
 
 
 def _remove_stale_partials(out: Path) -> None:

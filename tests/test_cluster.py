@@ -69,7 +69,8 @@ def test_labels_are_canonical(result):
     first_seen = list(dict.fromkeys(label[n] for n in order))
     assert first_seen == list(range(1, result.k + 1))
     assert label[order[0]] == 1
-    assert result.to_frame().columns == ["model", "cluster"]
+    assert result.to_frame(coordinates=False).columns == ["model", "cluster"]
+    assert result.to_frame().columns == ["model", "cluster"] + [f"spec_{j + 1}" for j in range(result.k)]
 
 
 def test_diagonal_is_ignored_and_given_k_is_used():

@@ -25,6 +25,10 @@ def test_study_cli_end_to_end_and_rerun(tmp_path):
     assert np.isfinite(M).all() and np.allclose(M, M.T)
     assert (M >= 0).all() and (M <= math.log(100) + 1e-12).all()
     assert sorted(p.name for p in (out / "attacks").iterdir()) == sorted(m.replace("/", "__") + ".safetensors" for m in MODELS)
+    # the analyses ran too: clusters (3 models -> 2 clusters at most), keywords, plots
+    clusters = pl.read_csv(out / "clusters.csv")
+    assert clusters["model"].to_list() == sorted(MODELS) and {"cluster", "spec_1"} <= set(clusters.columns)
+    assert (out / "clusters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "keywords.csv").exists()
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "study.json"}
     r2 = CliRunner().invoke(app, args)
     assert r2.exit_code == 0

@@ -64,9 +64,12 @@ class ClusterResult:
     n_negative_clipped: int  # off-diagonal affinity entries (after symmetrizing) clipped to 0
     symmetrized: bool  # input differed from its transpose by more than 1e-6
 
-    def to_frame(self) -> pl.DataFrame:
-        """One row per model: ``model``, ``cluster``."""
-        return pl.DataFrame({"model": self.names, "cluster": self.labels.astype(np.int64)})
+    def to_frame(self, coordinates: bool = True) -> pl.DataFrame:
+        """One row per model: ``model``, ``cluster`` and the spectral coordinates ``spec_1..spec_k``."""
+        df = pl.DataFrame({"model": self.names, "cluster": self.labels.astype(np.int64)})
+        if coordinates:
+            df = df.with_columns([pl.Series(f"spec_{j + 1}", self.embedding[:, j].astype(float)) for j in range(self.k)])
+        return df
 
     def members(self) -> dict[int, list[str]]:
         """Cluster number -> model names (sorted)."""

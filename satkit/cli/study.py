@@ -26,6 +26,8 @@ def study(
     device: str = c.DeviceOpt,
     amp: str = c.AmpOpt,
     pretrained: bool = c.PretrainedOpt,
+    analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="Also cluster the matrix and rank card components (clusters.csv, keywords.csv, importance.csv, plots)."),
+    k: Optional[int] = typer.Option(None, "-k", help="Number of clusters (default: chosen by the eigengap)."),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Run a whole SAT study: (train zoo) -> attack every model -> transfer all -> SAT matrix.
@@ -64,16 +66,28 @@ def study(
         def on_event(ev):
             key = (ev.stage, ev.model)
             if key not in tasks:
-                label = {"zoo": "train", "data": "data", "attack": "attack", "transfer": "transfer", "matrix": "matrix"}[ev.stage]
+                label = {"zoo": "train", "data": "data", "attack": "attack", "transfer": "transfer", "matrix": "matrix", "analysis": "analysis"}[ev.stage]
                 tasks[key] = p.add_task(f"{label:8s} {ev.model.removeprefix('digits/')}" + (" (done before)" if ev.skipped else ""), total=ev.total or None)
             p.update(tasks[key], completed=ev.done, total=ev.total or None)
 
         res = run_study(models, data=data, out_dir=out, params=params, n=n, data_seed=data_seed, canvas=canvas,
-                        batch_size=batch_size, device=dev, amp=amp, eps_s=eps_s, model_options=opts, on_event=on_event)
+                        batch_size=batch_size, device=dev, amp=amp, eps_s=eps_s, model_options=opts,
+                        analyses=analyses, k=k, on_event=on_event)
     for w in res.matrix.warnings:
         c.warn(w)
     if not c.STATE.quiet:
         render_matrix(res.matrix.names, res.matrix.values, c.err_console)
+        if res.analysis is not None:
+            from satkit.cli.cluster import cluster_table
+            from satkit.cli.importance import importance_table
+
+            c.err_console.print(cluster_table(res.analysis.clusters, res.analysis.keywords))
+            imp = res.analysis.importance
+            if imp is not None:
+                c.err_console.print(importance_table(imp))
+                c.info(f"importance: held-out R^2 = {imp.r2_cv:.3f} ± {imp.r2_cv_std:.3f} over {imp.n_pairs} pairs")
+            else:
+                c.warn(res.analysis.note)
         c.info(
             f"{res.attacks_run} attack(s) run, {res.attacks_skipped} reused; {res.transfer_evaluations} transfer "
             f"evaluation(s) run, {res.transfer_skipped} reused; {time.perf_counter() - t0:.1f} s. Matrix: {out / 'sat.csv'}"
