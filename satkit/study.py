@@ -206,6 +206,91 @@ def run_analyses(mat: SatMatrix, out: Path, *, k: int | None = None, seed: int =
     return StudyAnalysis(clusters=cl, keywords=kw, importance=imp, missing_cards=missing, note=note)
 
 
+@dataclass
+class StudyPlan:
+    """What a study will cost, before anything runs (``satkit study --plan``)."""
+
+    models: int
+    samples: int
+    steps: int
+    attacks: int  # attack jobs still to run
+    attacks_done: int
+    transfer_evaluations: int  # (source, target) pairs still to evaluate
+    transfer_done: int
+    attack_forward_backward: int  # PGD passes: samples * steps per attack
+    attack_forward: int  # clean + stored-adversarial check: 2 * samples per attack
+    transfer_forward_max: int  # adversarial forwards; the real count is sum |X_AB| <= samples per pair
+    model_loads: int
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [
+            ("models", f"{self.models}"),
+            ("samples", f"{self.samples}"),
+            ("attacks to run", f"{self.attacks} ({self.attacks_done} already done)"),
+            ("transfer evaluations to run", f"{self.transfer_evaluations} ({self.transfer_done} already done)"),
+            ("PGD forward+backward passes (images)", f"{self.attack_forward_backward:,}"),
+            ("attack forward passes (images)", f"{self.attack_forward:,}"),
+            ("transfer forward passes (images, at most)", f"{self.transfer_forward_max:,}"),
+            ("model loads", f"{self.model_loads}"),
+        ]
+
+
+def count_samples(data: str, n: int | None) -> int:
+    """Sample count of a data source without decoding any image."""
+    from satkit.data.loaders import _list_folder, digits_split
+
+    if data == "digits" or data.startswith("digits:"):
+        tr, te = digits_split()
+        split = data.split(":", 1)[1] if ":" in data else "test"
+        total = {"test": len(te), "train": len(tr)}.get(split, len(tr) + len(te))
+    elif Path(data).is_dir():
+        total = len(_list_folder(Path(data))[0])
+    else:
+        total = len(load_data(data))
+    return min(total, n) if n else total
+
+
+def plan_study(models: list[str] | None, *, data: str = "digits", out_dir: str | Path | None = None,
+               params: AttackParams | None = None, n: int | None = None,
+               model_options: ModelOptions | None = None) -> StudyPlan:
+    """Count the work of :func:`run_study` (minus what ``out_dir`` already holds) without running it."""
+    from satkit.models.registry import model_display_name
+
+    models = list(models) if models else default_models()
+    params = params or AttackParams(eps=DIGITS_EPS if data.startswith("digits") else 8 / 255)
+    samples = count_samples(data, n)
+    done_attacks: set[str] = set()
+    done_pairs = 0
+    if out_dir is not None and Path(out_dir).exists():
+        out = Path(out_dir)
+        keys = {}
+        for spec in models:
+            path = out / "attacks" / f"{slug(spec)}.safetensors"
+            try:
+                p = read_satkit_file(path, "satkit.attack").provenance if path.exists() else None
+            except SatkitError:
+                p = None
+            if p and p.get("attack") == params.to_dict() and p.get("model", {}).get("name") == model_display_name(spec, model_options):
+                done_attacks.add(spec)
+                keys[p["attack_key"]] = spec
+        for spec in models:
+            old = _read_existing_transfer(out / "transfer" / f"{slug(spec)}.csv", model_display_name(spec, model_options))
+            if old is not None:
+                done_pairs += sum(1 for k in old["attack_key"].to_list() if k in keys)
+    todo_attacks = len(models) - len(done_attacks)
+    todo_pairs = len(models) ** 2 - done_pairs
+    targets_to_load = len(models) if todo_pairs else 0
+    return StudyPlan(
+        models=len(models), samples=samples, steps=params.steps,
+        attacks=todo_attacks, attacks_done=len(done_attacks),
+        transfer_evaluations=todo_pairs, transfer_done=done_pairs,
+        attack_forward_backward=todo_attacks * samples * params.steps,
+        attack_forward=todo_attacks * samples * 2,
+        transfer_forward_max=todo_pairs * samples,
+        model_loads=todo_attacks + targets_to_load,
+    )
+
+
 def _remove_stale_partials(out: Path) -> None:
     """Temporary files of a killed run (never under a final name) are cleaned up on the next run."""
     for d in (out, out / "attacks", out / "transfer"):

@@ -43,6 +43,11 @@ def test_adding_a_model_costs_one_attack_and_2n_plus_1_transfers(tmp_path):
     p = AttackParams(eps=0.1, steps=3)
     first = run_study(MODELS[:2], out_dir=tmp_path, params=p, n=40)
     assert first.attacks_run == 2 and first.transfer_evaluations == 4
+    from satkit.study import plan_study
+
+    plan = plan_study(MODELS, out_dir=tmp_path, params=p, n=40)
+    assert (plan.attacks, plan.attacks_done, plan.transfer_evaluations, plan.transfer_done) == (1, 2, 5, 4)
+    assert plan.attack_forward_backward == 40 * 3
     more = run_study(MODELS, out_dir=tmp_path, params=p, n=40)
     # one new attack; the new source on 2 old targets + 3 sources (incl. itself) on the new target
     assert more.attacks_run == 1 and more.attacks_skipped == 2

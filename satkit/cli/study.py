@@ -28,6 +28,7 @@ def study(
     pretrained: bool = c.PretrainedOpt,
     analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="Also cluster the matrix and rank card components (clusters.csv, keywords.csv, importance.csv, plots)."),
     k: Optional[int] = typer.Option(None, "-k", help="Number of clusters (default: chosen by the eigengap)."),
+    plan: bool = typer.Option(False, "--plan", help="Only print what the study would run (attacks, transfer evaluations, forward/backward passes) and exit."),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Run a whole SAT study: (train zoo) -> attack every model -> transfer all -> SAT matrix.
@@ -41,6 +42,8 @@ def study(
         satkit study                                   # the built-in digits zoo
 
         satkit study resnet50 vit_small_patch16_224 --data /data/imagenet/val --n 5000 -o study-in1k
+
+        satkit study --plan                            # the cost, before anything runs
     """
     import time
 
@@ -57,8 +60,15 @@ def study(
         eps=c.parse_fraction(eps, "--eps") if eps else default_eps, steps=steps,
         step_size=c.parse_fraction(step_size, "--step-size") if step_size else None, seed=seed,
     )
-    dev = resolve_device(device)
     opts = c.model_options(None, False, pretrained)
+    if plan:
+        from satkit.study import plan_study
+
+        pl_ = plan_study(models, data=data, out_dir=out, params=params, n=n, model_options=opts)
+        for key, value in pl_.rows():
+            typer.echo(f"{key}: {value}")
+        return
+    dev = resolve_device(device)
     t0 = time.perf_counter()
     with c.progress_bar() as p:
         tasks: dict[tuple[str, str], int] = {}
