@@ -9,6 +9,9 @@ import typer
 from satkit import __version__
 from satkit.cli import common as c
 from satkit.cli.attack import attack
+from satkit.cli.cards import cards_app
+from satkit.cli.cluster import cluster
+from satkit.cli.importance import importance
 from satkit.cli.info import info
 from satkit.cli.matrix import matrix
 from satkit.cli.study import study
@@ -47,6 +50,9 @@ app.command()(transfer)
 app.command()(matrix)
 app.command()(info)
 app.add_typer(zoo_app, name="zoo")
+app.command()(cluster)
+app.command()(importance)
+app.add_typer(cards_app, name="cards")
 
 
 def main() -> None:

@@ -60,7 +60,8 @@ def _eigengap_table(result) -> "object":
 
     n = len(result.eigenvalues)
     upper = min(n - 1, max(2, n // 2))  # the range choose_k searches (default max_k)
-    t = Table(title=f"eigengap: k = {result.k}", title_justify="left", pad_edge=False)
+    t = Table(title=f"eigengap: k = {result.k}", title_justify="left", pad_edge=False,
+              caption=f"k = argmax of the gap over k = 2..{upper} (k = 1 always has a large gap)", caption_justify="left")
     t.add_column("k", justify="right")
     t.add_column("eigenvalue λ_k", justify="right")
     t.add_column("gap λ_k − λ_k+1", justify="right")
