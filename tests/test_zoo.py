@@ -146,9 +146,9 @@ def _same_state(a: dict, b: dict) -> bool:
 def test_training_is_deterministic_and_seeded():
     rng_before = torch.get_rng_state()
     calls = []
-    s1, m1 = zoo.train_zoo_model("resnet-s1", epochs=1, progress=lambda d, t: calls.append((d, t)))
-    s1b, _ = zoo.train_zoo_model("resnet-s1", epochs=1)
-    s2, _ = zoo.train_zoo_model("resnet-s2", epochs=1)
+    s1, m1 = zoo.train_zoo_model("vit-s1", epochs=1, progress=lambda d, t: calls.append((d, t)))
+    s1b, _ = zoo.train_zoo_model("vit-s1", epochs=1)
+    s2, _ = zoo.train_zoo_model("vit-s2", epochs=1)
     assert _same_state(s1, s1b)
     assert not _same_state(s1, s2)
     assert torch.equal(torch.get_rng_state(), rng_before), "training must not disturb the global RNG"
@@ -156,7 +156,7 @@ def test_training_is_deterministic_and_seeded():
     assert m1["epochs"] == 1 and m1["params"] > 0 and m1["train_seconds"] > 0
     assert 0.0 <= m1["test_accuracy"] <= 1.0
     assert all(t.is_contiguous() for t in s1.values())
-    module, _, _ = zoo.build_zoo_module("resnet-s1")
+    module, _, _ = zoo.build_zoo_module("vit-s1")
     module.load_state_dict(s1, strict=True)
 
 
