@@ -41,6 +41,7 @@ from satkit.io.atomic import atomic_output
 from satkit.io.tables import read_table, write_table
 from satkit.io.tensorfile import read_satkit_file
 from satkit.models import ModelOptions, load_model
+from satkit.models.registry import expected_weights_id
 
 # Digits default eps: chosen from a measured sweep (docs/study.md): every zoo model's own
 # attack succeeds on >= 90 % of samples and same-architecture pairs score above
@@ -85,7 +86,7 @@ class StudyResult:
     analysis: "StudyAnalysis | None" = None
 
 
-def _attack_matches(path: Path, model_name: str, params: AttackParams, fingerprint: str) -> dict[str, Any] | None:
+def _attack_matches(path: Path, model_name: str, params: AttackParams, fingerprint: str, weights_id: str | None) -> dict[str, Any] | None:
     """The existing attack file's provenance if it was made with these inputs, else None."""
     if not path.exists():
         return None
@@ -99,6 +100,8 @@ def _attack_matches(path: Path, model_name: str, params: AttackParams, fingerpri
         and p.get("data", {}).get("fingerprint") == fingerprint
         and p.get("attack") == params.to_dict()
         and p.get("storage_dtype") == params.storage
+        and weights_id is not None  # unknown weights: redo rather than trust a stale file
+        and p.get("model", {}).get("weights_id") == weights_id
     )
     return p if ok else None
 
@@ -270,11 +273,13 @@ def plan_study(models: list[str] | None, *, data: str = "digits", out_dir: str |
                 p = read_satkit_file(path, "satkit.attack").provenance if path.exists() else None
             except SatkitError:
                 p = None
-            if p and p.get("attack") == params.to_dict() and p.get("model", {}).get("name") == model_display_name(spec, model_options):
+            if (p and p.get("attack") == params.to_dict() and p.get("model", {}).get("name") == model_display_name(spec, model_options)
+                    and p.get("model", {}).get("weights_id") == expected_weights_id(spec, model_options)):
                 done_attacks.add(spec)
                 keys[p["attack_key"]] = spec
         for spec in models:
-            old = _read_existing_transfer(out / "transfer" / f"{slug(spec)}.csv", model_display_name(spec, model_options))
+            old = _read_existing_transfer(out / "transfer" / f"{slug(spec)}.csv", model_display_name(spec, model_options),
+                                          expected_weights_id(spec, model_options))
             if old is not None:
                 done_pairs += sum(1 for k in old["attack_key"].to_list() if k in keys)
     todo_attacks = len(models) - len(done_attacks)
@@ -330,7 +335,7 @@ def _attack_all(models, clean, params, out, batch_size, device, amp, model_optio
         from satkit.models.registry import model_display_name
 
         name = model_display_name(spec, model_options)
-        prov = _attack_matches(path, name, params, clean.fingerprint)
+        prov = _attack_matches(path, name, params, clean.fingerprint, expected_weights_id(spec, model_options))
         if prov is not None:
             res.attacks_skipped += 1
             res.attack_stats[name] = prov.get("stats", {})
@@ -358,7 +363,7 @@ def _transfer_all(models, attack_paths, out, batch_size, device, amp, model_opti
     for spec in models:
         name = model_display_name(spec, model_options)
         path = out / "transfer" / f"{slug(spec)}.csv"
-        old = _read_existing_transfer(path, name)
+        old = _read_existing_transfer(path, name, expected_weights_id(spec, model_options))
         have = set(old["attack_key"].to_list()) if old is not None else set()
         todo = [f for k, f in keys.items() if k not in have]
         kept = old.filter(pl.col("attack_key").is_in(list(keys))) if old is not None else None
@@ -383,7 +388,7 @@ def _transfer_all(models, attack_paths, out, batch_size, device, amp, model_opti
     return tables
 
 
-def _read_existing_transfer(path: Path, target_name: str) -> pl.DataFrame | None:
+def _read_existing_transfer(path: Path, target_name: str, weights_id: str | None = None) -> pl.DataFrame | None:
     if not path.exists():
         return None
     try:
@@ -392,4 +397,6 @@ def _read_existing_transfer(path: Path, target_name: str) -> pl.DataFrame | None
         return None
     if not set(TRANSFER_SCHEMA).issubset(df.columns) or (df.height and set(df["target"].to_list()) != {target_name}):
         return None
+    if weights_id is None or (df.height and set(df["target_weights_id"].to_list()) != {weights_id}):
+        return None  # the target's weights changed (or cannot be told): evaluate again
     return df.select(list(TRANSFER_SCHEMA)).cast(TRANSFER_SCHEMA)  # type: ignore[arg-type]

@@ -61,3 +61,23 @@ def test_changed_settings_are_recomputed(tmp_path):
     run_study(MODELS[:2], out_dir=tmp_path, params=AttackParams(eps=0.1, steps=2), n=30)
     again = run_study(MODELS[:2], out_dir=tmp_path, params=AttackParams(eps=0.2, steps=2), n=30)
     assert again.attacks_run == 2 and again.transfer_evaluations == 4
+
+
+def test_changed_weights_are_recomputed(tmp_path, monkeypatch):
+    """Resume must not trust results made with other weights of the same model name."""
+    import shutil
+
+    from satkit.models import zoo
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SATKIT_HOME", str(home))
+    p = AttackParams(eps=0.1, steps=2)
+    run_study(MODELS[:2], out_dir=tmp_path / "s", params=p, n=30, analyses=False)
+    # retrained weights for vit-s1 appear in the user cache (here: resnet's file under vit's name would not load,
+    # so copy vit-s2's weights, which fit the same architecture)
+    (home / "zoo").mkdir(parents=True)
+    shutil.copy(zoo.find_weights("vit-s2"), home / "zoo" / "vit-s1.safetensors")
+    again = run_study(MODELS[:2], out_dir=tmp_path / "s", params=p, n=30, analyses=False)
+    assert again.attacks_run == 1 and again.attacks_skipped == 1
+    # vit-s1's own table is redone (2 rows), resnet's table only for the new vit-s1 attack (1 row)
+    assert again.transfer_evaluations == 3

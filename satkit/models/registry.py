@@ -63,6 +63,33 @@ def model_display_name(spec: str, opts: ModelOptions | None = None) -> str:
     return s
 
 
+def expected_weights_id(spec: str, opts: ModelOptions | None = None) -> str | None:
+    """The weights id :func:`load_model` would record, computed without building the model.
+
+    Used to decide whether stored results are still valid. None when it cannot be
+    told cheaply (then the caller loads the model).
+    """
+    opts = opts or ModelOptions()
+    s = spec.strip()
+    try:
+        if s.startswith(ZOO_PREFIX) and not _looks_like_path(s.removeprefix(ZOO_PREFIX)):
+            from satkit.models import zoo
+
+            path = zoo.find_weights(s.removeprefix(ZOO_PREFIX))
+            return "sha256:" + file_sha256(path)[:16] if path else None
+        if _looks_like_path(s):
+            p = Path(os.path.expanduser(s))
+            return "sha256:" + file_sha256(p)[:16] if p.is_file() else None
+        if not opts.pretrained:
+            return "random-init"
+        import timm.models
+
+        cfg = timm.models.get_pretrained_cfg(s)
+        return f"timm:{s.split('.', 1)[0]}.{cfg.tag}" if cfg is not None and cfg.tag else None
+    except Exception:
+        return None
+
+
 def _looks_like_path(s: str) -> bool:
     return s.endswith((".safetensors", ".pt", ".pt2", ".pth", ".ts", ".bin")) or os.sep in s or s.startswith(".")
 
