@@ -17,6 +17,10 @@ from satkit.cli.matrix import matrix
 from satkit.cli.study import study
 from satkit.cli.transfer import transfer
 from satkit.cli.zoo import zoo_app
+from satkit.cli.logits import logits
+from satkit.cli.ensemble import ensemble
+from satkit.cli.distill import distill
+from satkit.cli.approx import approx
 
 app = typer.Typer(
     cls=c.SatkitGroup,
@@ -53,6 +57,10 @@ app.add_typer(zoo_app, name="zoo")
 app.command()(cluster)
 app.command()(importance)
 app.add_typer(cards_app, name="cards")
+app.command()(logits)
+app.command()(ensemble)
+app.command()(distill)
+app.command()(approx)
 
 
 def main() -> None:

@@ -1,0 +1,189 @@
+"""Clean logits of one model over a clean set (library side of ``satkit logits``).
+
+A logits file (format ``satkit.logits``, version 1) holds, for the same sample
+an attack file would use (same ``--data``/``--n``/``--data-seed``/``--canvas``,
+hence the same data fingerprint):
+
+- ``logits``: float32 (N, C), the model's raw outputs on the clean images
+- ``labels``: int64 (N,), ``ids``: int64 (N,)
+- ``clean``: uint8 (N, C_img, H, W), the clean images, so the file also works
+  as ``--data`` (its clean set is reused exactly); left out with
+  ``store_images=False`` (5,000 ImageNet images are 750 MB per file)
+
+Provenance: ``command``, ``versions``, ``model`` (as in attack files), ``data``
+(:func:`satkit.provenance.data_provenance`: source, fingerprint, n, ...),
+``amp`` and ``stats`` (top-1 accuracy). :func:`open_logits_files` reads several
+files and refuses to combine files made from different clean sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from satkit.attacks.quantize import as_float
+from satkit.attacks.runner import check_finite, check_labels
+from satkit.data.base import CleanSet
+from satkit.devices import resolve_amp
+from satkit.errors import InputFileError, MismatchError, ParameterError
+from satkit.io.tensorfile import read_satkit_file, write_satkit_file
+from satkit.models.wrapper import LoadedModel
+from satkit.provenance import ProgressFn, data_provenance, versions
+
+LOGITS_FORMAT = "satkit.logits"
+
+
+@dataclass
+class LogitsResult:
+    tensors: dict[str, torch.Tensor]
+    provenance: dict[str, Any]
+
+    @property
+    def accuracy(self) -> float:
+        t = self.tensors
+        if len(t["labels"]) == 0:
+            return float("nan")
+        return float((t["logits"].argmax(1) == t["labels"]).float().mean())
+
+
+def compute_logits(
+    model: LoadedModel,
+    data: CleanSet,
+    *,
+    batch_size: int = 256,
+    amp: str = "off",
+    store_images: bool = True,
+    progress: ProgressFn | None = None,
+) -> LogitsResult:
+    """Clean logits of ``model`` on every sample of ``data``; progress counts samples.
+
+    NaN/inf logits raise :class:`ModelError` (via ``check_finite``).
+    """
+    if batch_size <= 0:
+        raise ParameterError(f"--batch-size must be positive, got {batch_size}")
+    device = next(iter(model.module.buffers())).device
+    amp_dtype = resolve_amp(amp, device)
+    check_labels(model, data)
+    n = len(data)
+    out: torch.Tensor | None = None
+    if progress:
+        progress(0, n)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        x = as_float(data.images[start:stop]).to(device)
+        with torch.inference_mode(), _autocast(device, amp_dtype):
+            logits = model.module(x)
+        logits = logits.float().cpu()
+        check_finite(logits, model)
+        if out is None:
+            out = torch.empty((n, logits.shape[1]), dtype=torch.float32)
+        out[start:stop] = logits
+        if progress:
+            progress(stop, n)
+    assert out is not None  # check_labels refuses empty data
+    tensors = {"logits": out, "labels": data.labels.clone(), "ids": data.ids.clone()}
+    if store_images:
+        tensors["clean"] = data.images.clone()
+    prov: dict[str, Any] = {
+        "command": "logits",
+        "versions": versions(),
+        "model": model.provenance(),
+        "data": data_provenance(data),
+        "amp": amp,
+    }
+    res = LogitsResult(tensors, prov)
+    prov["stats"] = {"clean_accuracy": round(res.accuracy, 6)}
+    return res
+
+
+def _autocast(dev: torch.device, amp_dtype):
+    import contextlib
+
+    return torch.autocast(device_type=dev.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+
+
+def save_logits(result: LogitsResult, path: str | Path, rerun: str | None = None) -> Path:
+    prov = dict(result.provenance)
+    if rerun:
+        prov["rerun"] = rerun
+    return write_satkit_file(path, LOGITS_FORMAT, result.tensors, prov)
+
+
+@dataclass
+class Logits:
+    """One logits file, loaded: numpy arrays, the model name and the data fingerprint."""
+
+    name: str
+    path: Path
+    logits: np.ndarray  # float32 (N, C)
+    labels: np.ndarray  # int64 (N,)
+    ids: np.ndarray  # int64 (N,)
+    fingerprint: str
+    provenance: dict[str, Any]
+
+    @property
+    def error(self) -> float:
+        """Top-1 error in percent."""
+        return top1_error(self.logits, self.labels)
+
+
+def top1_error(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 error in percent (ties resolved by the first maximal class, like argmax)."""
+    if len(labels) == 0:
+        return float("nan")
+    return 100.0 * float(np.mean(np.argmax(logits, axis=1) != labels))
+
+
+def read_logits(path: str | Path) -> Logits:
+    f = read_satkit_file(path, LOGITS_FORMAT)
+    for key in ("logits", "labels", "ids"):
+        if key not in f.keys:
+            raise InputFileError(f"{f.path}: tensor '{key}' is missing; the file is incomplete")
+    prov = f.provenance
+    name = prov.get("model", {}).get("name")
+    fp = prov.get("data", {}).get("fingerprint")
+    if not name or not fp:
+        raise InputFileError(f"{f.path}: provenance lacks the model name or data fingerprint; remake it with `satkit logits`")
+    logits = f.get("logits").to(torch.float32).numpy()
+    labels = f.get("labels").to(torch.int64).numpy()
+    ids = f.get("ids").to(torch.int64).numpy()
+    if logits.ndim != 2 or logits.shape[0] != len(labels) or len(ids) != len(labels):
+        raise InputFileError(f"{f.path}: logits {logits.shape}, labels {labels.shape}, ids {ids.shape} do not fit; the file is damaged")
+    if not np.all(np.isfinite(logits)):
+        raise InputFileError(f"{f.path}: holds NaN/inf logits; remake it with `satkit logits`")
+    return Logits(name=str(name), path=f.path, logits=logits, labels=labels, ids=ids, fingerprint=str(fp), provenance=prov)
+
+
+def open_logits_files(paths: Iterable[str | Path]) -> list[Logits]:
+    """Read logits files and check they can be combined.
+
+    All must come from the same clean set (equal fingerprints, sample ids and
+    labels) and have the same number of classes; each model may appear once.
+    """
+    files = [read_logits(p) for p in paths]
+    if not files:
+        raise InputFileError("no logits files given")
+    ref = files[0]
+    for f in files[1:]:
+        if f.fingerprint != ref.fingerprint or not np.array_equal(f.ids, ref.ids):
+            raise MismatchError(
+                f"{f.path} and {ref.path} were made from different clean sets (fingerprints {f.fingerprint[:8]} vs "
+                f"{ref.fingerprint[:8]}); run `satkit logits` for every model with the same --data/--n/--data-seed"
+            )
+        if not np.array_equal(f.labels, ref.labels):
+            raise MismatchError(f"{f.path}: labels differ from {ref.path} although the samples match; the file is damaged")
+        if f.logits.shape[1] != ref.logits.shape[1]:
+            raise MismatchError(
+                f"{f.path} has {f.logits.shape[1]} classes but {ref.path} has {ref.logits.shape[1]}; "
+                "ensembles need models over the same label set"
+            )
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.name in seen:
+            raise MismatchError(f"{seen[f.name]} and {f.path} are both logits of model {f.name}; give each model once")
+        seen[f.name] = f.path
+    return files

@@ -1,0 +1,162 @@
+"""satkit approx: one-sided (approximate) SAT of a new model against known models (paper appendix G.1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from satkit.cli import common as c
+
+
+def approx(
+    model: str = typer.Argument(..., help="The NEW model: timm name[.tag], digits/<name>, or a model file (.safetensors with --arch, .pt, .pt2)."),
+    study: Optional[Path] = typer.Option(None, "--study", help="Study directory (satkit study): known models, clean set, attack settings and sat.csv come from it."),
+    models: Optional[List[str]] = typer.Option(None, "--models", help="Without --study: the known models (repeat the option or separate with commas)."),
+    output: str = typer.Option("-", "--output", "-o", help="Table: one row per known model (model, cluster, n_both, n_fooled, fool_rate, sat_approx); - for stdout."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", help="Clusters of the study's SAT matrix (default: eigengap, as satkit cluster)."),
+    sat: Optional[str] = typer.Option(None, "--sat", help="Without --study: SAT matrix of the known models, for the cluster assignment."),
+    summary: Optional[Path] = typer.Option(None, "--summary", help="Write the rows, the cluster N joins, the runner-up and the margin as JSON."),
+    save_attack: Optional[Path] = typer.Option(None, "--save-attack", help="Keep the attack file made on the new model (e.g. to add it to the study later)."),
+    reuse: bool = typer.Option(True, "--reuse/--no-reuse", help="When the study already holds the new model's attack file (same weights and settings), reuse it."),
+    data: Optional[str] = typer.Option(None, "--data", help="Without --study: the data (default digits). With --study the study's data is used."),
+    n: Optional[int] = typer.Option(None, "--n", help="Without --study: sample size (default all)."),
+    data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Without --study: seed of the --n sample."),
+    canvas: Optional[int] = c.CanvasOpt,
+    eps: Optional[str] = typer.Option(None, "--eps", help="Without --study: L-infinity budget (default 0.1 for digits, 8/255 otherwise)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Without --study: PGD iterations (default 50)."),
+    eps_s: Optional[float] = typer.Option(None, "--eps-s", help="Without --study: SAT floor in percent (default 1)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of k-means (clustering). Without --study also the PGD random start."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
+    device: str = c.DeviceOpt,
+    amp: str = c.AmpOpt,
+    arch: Optional[str] = c.ArchOpt,
+    allow_pickle: bool = c.PickleOpt,
+    pretrained: bool = c.PretrainedOpt,
+    mean: Optional[str] = c.MeanOpt,
+    std: Optional[str] = c.StdOpt,
+    input_size: Optional[str] = c.InputSizeOpt,
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the new model in tables."),
+    quiet: bool = c.QuietOpt,
+) -> None:
+    """Approximate SAT of a NEW model against known models without attacking them (appendix G.1).
+
+    Only the new model N is attacked (same clean set and attack settings as the
+    study). For each known model B, over X_NB (samples N and B both get right
+    when clean; B's clean correctness is read from its attack file in the study):
+
+        SAT_approx(N, B) = ln(max(eps_s, 100 * #{x in X_NB : B(x_N) != y} / |X_NB|))
+
+    The B -> N direction of full SAT is omitted, so it is one-sided. Cost: one
+    attack + one forward pass (over X_NB) per known model -- instead of an
+    attack on every model. N then joins the cluster of the study's SAT matrix
+    (spectral, -k or eigengap) with the highest mean approximate SAT; the margin
+    to the runner-up is reported. A model that is already in the study is left
+    out of it (leave-one-out check; its stored attack is reused).
+
+    Example:
+
+        satkit approx my_model.safetensors --arch digits/resnet --study satkit-study -o approx.csv
+
+        satkit approx digits/resnet-s3 --models digits/resnet-s1,digits/vit-s1,digits/mixer-s1 --n 200
+    """
+    from satkit.devices import resolve_device
+    from satkit.io.atomic import atomic_output, check_output_path
+    from satkit.io.tables import write_table
+    from satkit.models import ModelOptions, load_model
+
+    c.set_quiet(quiet)
+    if batch_size <= 0:
+        c.fail(f"--batch-size must be positive, got {batch_size}")
+    known = [m.strip() for v in (models or []) for m in v.split(",") if m.strip()]
+    if study is None and not known:
+        c.fail("give the known models: --study DIR (a satkit study) or --models M1,M2,...")
+    if study is not None:
+        if known:
+            c.fail("give either --study or --models, not both")
+        given = [o for o, v in (("--data", data), ("--n", n), ("--data-seed", data_seed), ("--canvas", canvas), ("--eps", eps),
+                                ("--steps", steps), ("--eps-s", eps_s), ("--sat", sat)) if v is not None]
+        if given:
+            c.fail(f"{', '.join(given)}: with --study the study's settings are used; drop {'it' if len(given) == 1 else 'them'}")
+    if k is not None and k < 1:
+        c.fail(f"-k must be at least 1, got {k}")
+    if k is not None and study is None and sat is None:
+        c.fail("-k clusters a SAT matrix: give --study or --sat")
+    from satkit.cli.cluster import check_distinct_outputs
+
+    check_distinct_outputs({"--output": output, "--summary": summary, "--save-attack": save_attack})
+    if output != "-":
+        check_output_path(output)
+    if summary is not None:
+        check_output_path(summary)
+    if save_attack is not None:
+        check_output_path(save_attack)
+    dev = resolve_device(device)
+    opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name)
+    known_opts = ModelOptions(pretrained=pretrained)
+
+    with c.progress_bar() as p:
+        tasks: dict[tuple[str, str], int] = {}
+
+        def on_event(stage: str, m: str, done: int, total: int) -> None:
+            key = (stage, m if stage == "attack" else "")
+            if key not in tasks:
+                tasks[key] = p.add_task(f"{stage:8s} {m}" if stage == "attack" else "forward  known models on X_NB", total=total or None)
+            p.update(tasks[key], completed=done, total=total or None)
+
+        if study is not None:
+            from satkit.analysis.approx import approx_from_study, read_study
+
+            read_study(study)  # a bad directory fails before the model is loaded
+            new = load_model(model, opts, dev)
+            res = approx_from_study(new, study, k=k, seed=seed, batch_size=batch_size, device=dev, amp=amp,
+                                    model_options=known_opts, save_attack_to=save_attack, reuse_attack=reuse, on_event=on_event)
+        else:
+            from satkit.analysis.approx import approx_explicit
+            from satkit.analysis.simmatrix import read_similarity_matrix
+            from satkit.attacks import AttackParams
+            from satkit.data import load_data
+            from satkit.study import DIGITS_EPS
+
+            d = data or "digits"
+            params = AttackParams(eps=c.parse_fraction(eps, "--eps") if eps else (DIGITS_EPS if d.startswith("digits") else 8 / 255),
+                                  steps=steps if steps is not None else 50, seed=seed)
+            sat_m = read_similarity_matrix(sat) if sat is not None else None
+            clean = load_data(d, canvas=canvas, n=n, seed=data_seed or 0)
+            new = load_model(model, opts, dev)
+            res = approx_explicit(new, known, clean, params, eps_s=eps_s if eps_s is not None else 1.0, sat=sat_m, k=k,
+                                  seed=seed, batch_size=batch_size, device=dev, amp=amp, model_options=known_opts,
+                                  save_attack_to=save_attack, on_event=on_event)
+    for w in res.warnings:
+        c.warn(w)
+    write_table(res.rows, output)
+    if summary is not None:
+        with atomic_output(summary) as tmp:
+            tmp.write_text(json.dumps(res.summary(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if c.STATE.quiet:
+        return
+    _print(res)
+
+
+def _print(res) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"approximate SAT of {escape(res.model)} (one-sided, higher = more similar)", title_justify="left", pad_edge=False)
+    for col in ("model", "cluster", "|X_NB|", "fool rate", "SAT_approx"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for r in res.rows.sort("sat_approx", descending=True, nulls_last=True).iter_rows(named=True):
+        t.add_row(escape(r["model"]), "-" if r["cluster"] is None else str(r["cluster"]), str(r["n_both"]),
+                  "-" if r["fool_rate"] is None else f"{r['fool_rate']:.1%}",
+                  "-" if r["sat_approx"] is None else f"{r['sat_approx']:.3f}")
+    c.err_console.print(t)
+    how = "reused the study's attack file" if res.attack_reused else f"1 attack ({res.attack_forward_samples} forward samples)"
+    c.info(f"cost: {how} + {res.forward_samples} forward samples over {res.rows.height} known model(s)")
+    if res.joined is not None:
+        members = ", ".join(res.members(res.joined))
+        tail = (f"; runner-up cluster {res.runner_up} ({res.cluster_scores[res.runner_up]:.3f}), margin {res.margin:.3f}"
+                if res.runner_up is not None else "")
+        c.info(escape(f"{res.model} joins cluster {res.joined} of {res.k} ({members}): mean SAT_approx "
+                      f"{res.cluster_scores[res.joined]:.3f}{tail}"))

@@ -1,0 +1,128 @@
+"""satkit approx: one-sided SAT of a left-out zoo model vs its full SAT row, and the cluster it joins."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from scipy.stats import pearsonr
+from typer.testing import CliRunner
+
+from satkit.analysis.approx import approx_from_study, read_study
+from satkit.analysis.sat import sat_value
+from satkit.analysis.simmatrix import read_similarity_matrix
+from satkit.attacks import AttackParams
+from satkit.cli.app import app
+from satkit.models import load_model
+from satkit.study import default_models, run_study
+
+runner = CliRunner()
+NEW = "digits/resnet-s3"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: avoid oversubscription
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """A 9-model zoo study without resnet-s3, and the full 10-model study (the 9 plus resnet-s3)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("approx")
+    params = AttackParams(eps=0.1, steps=10)
+    known = [m for m in default_models() if m != NEW]
+    run_study(known, out_dir=root / "s9", params=params, n=60)
+    shutil.copytree(root / "s9", root / "s10")  # adding a model to a finished study: one attack + its transfers
+    run_study(known + [NEW], out_dir=root / "s10", params=params, n=60)
+    torch.set_num_threads(old)
+    return root / "s9", root / "s10"
+
+
+def test_approx_row_correlates_with_full_row_and_joins_resnet_cluster(studies):
+    s9, s10 = studies
+    res = approx_from_study(load_model(NEW), s9)
+    assert not res.attack_reused and res.attack_forward_samples == 60 * 12
+    rows = res.rows
+    assert rows.height == 9 and NEW not in rows["model"].to_list()
+    # formula: ln(max(eps_s, 100 * fooled / |X_NB|)), one-sided
+    for r in rows.iter_rows(named=True):
+        assert r["sat_approx"] == pytest.approx(sat_value(r["n_fooled"], r["n_fooled"], r["n_both"], 1.0))
+        assert r["fool_rate"] == pytest.approx(r["n_fooled"] / r["n_both"])
+    # cost: only X_NB of each known model went through it (clean correctness came from the study's attack files)
+    assert res.forward_samples == int(rows["n_both"].sum())
+    names, S = read_similarity_matrix(s10 / "sat.csv")
+    i = names.index(NEW)
+    full = [S[i, names.index(m)] for m in rows["model"].to_list()]
+    r, p = pearsonr(rows["sat_approx"].to_numpy(), full)
+    assert r > 0.5 and p < 0.05, (r, p)
+    members = res.members(res.joined)
+    assert {"digits/resnet-s1", "digits/resnet-s2"} <= set(members), (res.joined, members, res.cluster_scores)
+    assert res.margin is not None and res.margin > 0
+    res4 = approx_from_study(load_model(NEW), s9, k=4)
+    assert {"digits/resnet-s1", "digits/resnet-s2"} <= set(res4.members(res4.joined))
+    # the approximation is exactly the N -> B half of full SAT: same |X_NB| and fooled counts as the full study
+    from satkit.study import slug
+
+    for r in rows.iter_rows(named=True):
+        t = pl.read_csv(s10 / "transfer" / f"{slug(r['model'])}.csv").filter(pl.col("source") == NEW).row(0, named=True)
+        assert (t["n_both"], t["n_fooled"]) == (r["n_both"], r["n_fooled"]), r["model"]
+
+
+def test_model_in_study_is_left_out_and_its_attack_reused(studies):
+    _, s10 = studies
+    reused = approx_from_study(load_model(NEW), s10)
+    fresh = approx_from_study(load_model(NEW), s10, reuse_attack=False)
+    assert reused.attack_reused and not fresh.attack_reused
+    assert reused.rows.equals(fresh.rows)  # the attack is deterministic: same numbers either way
+    assert NEW not in (reused.cluster_names or [])
+    assert any("part of the study" in w for w in reused.warnings)
+
+
+def test_cli_study_mode(studies, tmp_path):
+    s9, _ = studies
+    r = runner.invoke(app, ["approx", NEW, "--study", str(s9), "-o", str(tmp_path / "a.csv"), "--summary", str(tmp_path / "a.json"),
+                            "--save-attack", str(tmp_path / "new.safetensors"), "--device", "cpu"])
+    assert r.exit_code == 0, r.stderr
+    df = pl.read_csv(tmp_path / "a.csv")
+    assert df.columns == ["model", "cluster", "n_both", "n_fooled", "fool_rate", "sat_approx"] and df.height == 9
+    s = json.loads((tmp_path / "a.json").read_text())
+    assert "digits/resnet-s1" in s["joined_members"]
+    from satkit.io.tensorfile import read_satkit_file
+
+    f = read_satkit_file(tmp_path / "new.safetensors", "satkit.attack")
+    assert f.provenance["data"]["fingerprint"] == read_study(s9).fingerprint
+
+
+def test_cli_explicit_models(tmp_path):
+    r = runner.invoke(app, ["approx", NEW, "--models", "digits/resnet-s1,digits/mixer-s1", "--models", "digits/vit-s1",
+                            "--n", "30", "--steps", "3", "-o", str(tmp_path / "a.csv"), "--device", "cpu"])
+    assert r.exit_code == 0, r.stderr
+    df = pl.read_csv(tmp_path / "a.csv")
+    assert df["model"].to_list() == ["digits/resnet-s1", "digits/mixer-s1", "digits/vit-s1"]
+    assert df["cluster"].null_count() == 3 and np.all(df["n_both"].to_numpy() <= 30)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--study", "{d}/nope"], ["no such study directory"]),
+    (["--study", "{s9}", "--eps", "0.2"], ["--eps", "study"]),
+    ([], ["--study", "--models"]),
+    (["--study", "{s9}", "--models", "digits/vit-s1"], ["either"]),
+    (["--study", "{d}"], ["not a study directory"]),
+])
+def test_cli_bad_inputs(studies, tmp_path, args, words):
+    s9, _ = studies
+    r = runner.invoke(app, ["approx", NEW, *[a.format(d=tmp_path, s9=s9) for a in args]])
+    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    err = r.stderr.strip()
+    assert err.startswith("satkit: error:") and len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, (w, err)
