@@ -11,6 +11,8 @@ Layout of a study directory::
     keywords.csv            top-5 TF-IDF card keywords per cluster
     clusters.png, tsne.png  spectral-distance heatmap (paper Fig. 4), t-SNE map (Fig. 1)
     importance.csv/.png     component importance for SAT (paper Fig. 3)
+    logits/<model>.safetensors  clean logits (taken from the attack files: no extra model run)
+    ensemble.csv, ensemble_grid.csv, ensemble.json, sat_vs_err.png  logit-averaging ensembles
 
 The analyses (cheap) are redone on every run; they need >= 3 models and a full matrix.
 
@@ -96,7 +98,8 @@ def _attack_matches(path: Path, model_name: str, params: AttackParams, fingerpri
         return None  # damaged or foreign: redo
     p = f.provenance
     ok = (
-        p.get("model", {}).get("name") == model_name
+        "clean_logits" in f.keys  # files from before clean logits were stored are redone
+        and p.get("model", {}).get("name") == model_name
         and p.get("data", {}).get("fingerprint") == fingerprint
         and p.get("attack") == params.to_dict()
         and p.get("storage_dtype") == params.storage
@@ -154,6 +157,8 @@ def run_study(
     attack_paths = _attack_all(models, clean, params, out, batch_size, device, amp, model_options, emit, res)
     timings["attack"] = time.perf_counter() - t0
 
+    _logits_all(models, attack_paths, out)
+
     t0 = time.perf_counter()
     tables = _transfer_all(models, attack_paths, out, batch_size, device, amp, model_options, emit, res)
     timings["transfer"] = time.perf_counter() - t0
@@ -180,6 +185,7 @@ class StudyAnalysis:
     importance: Any  # ImportanceResult, or None when it could not be fitted (see note)
     missing_cards: list[str]
     note: str = ""
+    ensembles: Any = None  # EnsembleReport
 
 
 def run_analyses(mat: SatMatrix, out: Path, *, k: int | None = None, seed: int = 0, emit=None) -> StudyAnalysis:
@@ -205,8 +211,29 @@ def run_analyses(mat: SatMatrix, out: Path, *, k: int | None = None, seed: int =
     if imp is not None:
         write_table(imp.to_frame(), out / "importance.csv")
         plot_importance(imp, out / "importance.png")
-    emit(StudyEvent("analysis", "importance", 2, 2))
-    return StudyAnalysis(clusters=cl, keywords=kw, importance=imp, missing_cards=missing, note=note)
+    emit(StudyEvent("analysis", "importance", 2, 3))
+    ens = _ensembles(mat, cl, out, seed)
+    emit(StudyEvent("analysis", "ensembles", 3, 3))
+    return StudyAnalysis(clusters=cl, keywords=kw, importance=imp, missing_cards=missing, note=note, ensembles=ens)
+
+
+def _ensembles(mat: SatMatrix, cl, out: Path, seed: int):
+    """Logit-averaging ensembles of the study's models: ERR vs SAT, the cluster grid (paper Table 3)."""
+    from satkit.analysis.ensemble import analyze_ensembles, plot_sat_vs_err
+    from satkit.analysis.logits import open_logits_files
+
+    paths = sorted((out / "logits").glob("*.safetensors"))
+    files = [f for f in open_logits_files(paths) if f.name in set(mat.names)]
+    if len(files) < 3:
+        return None
+    report = analyze_ensembles(files, sat=(mat.names, mat.values), clusters=dict(zip(cl.names, map(int, cl.labels))), seed=seed)
+    write_table(report.subsets, out / "ensemble.csv")
+    if report.grid is not None:
+        write_table(report.grid, out / "ensemble_grid.csv")
+    plot_sat_vs_err(report, out / "sat_vs_err.png")
+    with atomic_output(out / "ensemble.json") as tmp:
+        tmp.write_text(json.dumps(report.summary(), indent=2, sort_keys=True) + "\n")
+    return report
 
 
 @dataclass
@@ -351,6 +378,23 @@ def _attack_all(models, clean, params, out, batch_size, device, amp, model_optio
         res.attack_stats[name] = r.provenance["stats"]
         del lm
     return paths
+
+
+def _logits_all(models, attack_paths, out: Path) -> None:
+    """logits/<model>.safetensors from each attack file's stored clean logits (no model run), for ensembles."""
+    from satkit.analysis.logits import logits_from_attack, save_logits
+
+    (out / "logits").mkdir(exist_ok=True)
+    for spec in models:
+        path = out / "logits" / f"{slug(spec)}.safetensors"
+        key = read_satkit_file(attack_paths[spec], "satkit.attack").provenance.get("attack_key")
+        if path.exists():
+            try:
+                if read_satkit_file(path, "satkit.logits").provenance.get("from_attack") == key:
+                    continue
+            except SatkitError:
+                pass
+        save_logits(logits_from_attack(attack_paths[spec]), path)
 
 
 def _transfer_all(models, attack_paths, out, batch_size, device, amp, model_options, emit, res) -> list[pl.DataFrame]:

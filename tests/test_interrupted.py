@@ -40,9 +40,11 @@ def assert_no_partial_under_final_names(out: Path):
     import polars as pl
 
     for p in final_files(out):
-        if p.suffix == ".safetensors":
+        if p.suffix == ".safetensors" and p.parent.name == "attacks":
             f = read_satkit_file(p, "satkit.attack")  # parses: complete
             assert f.get("adv").shape[0] == 120
+        elif p.suffix == ".safetensors":
+            assert read_satkit_file(p, "satkit.logits").get("logits").shape[0] == 120
         elif p.suffix == ".csv":
             pl.read_csv(p)  # parses: complete
 

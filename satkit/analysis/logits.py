@@ -100,6 +100,19 @@ def compute_logits(
     return res
 
 
+def logits_from_attack(path: str | Path) -> LogitsResult:
+    """The source model's clean logits stored in an attack file, as a logits result (no model run)."""
+    f = read_satkit_file(path, "satkit.attack")
+    if "clean_logits" not in f.keys:
+        raise InputFileError(f"{f.path}: made by an older satkit without clean logits; run `satkit logits` instead")
+    prov = {k: f.provenance[k] for k in ("versions", "model", "data", "amp") if k in f.provenance}
+    prov["command"] = "logits"
+    prov["from_attack"] = f.provenance.get("attack_key")
+    res = LogitsResult({"logits": f.get("clean_logits"), "labels": f.get("labels"), "ids": f.get("ids")}, prov)
+    prov["stats"] = {"clean_accuracy": round(res.accuracy, 6)}
+    return res
+
+
 def _autocast(dev: torch.device, amp_dtype):
     import contextlib
 

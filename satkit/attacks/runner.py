@@ -87,6 +87,7 @@ def run_attack(
     adv_store = torch.empty_like(clean_store)
     source_correct = torch.empty(n, dtype=torch.bool)
     source_adv_correct = torch.empty(n, dtype=torch.bool)
+    clean_logits: torch.Tensor | None = None  # kept: ensembles and accuracy need no second pass
     net = model.module
     done = 0
     if progress:
@@ -98,6 +99,9 @@ def run_attack(
         with torch.inference_mode():
             logits = net(x)
         check_finite(logits, model)
+        if clean_logits is None:
+            clean_logits = torch.empty((n, logits.shape[1]), dtype=torch.float32)
+        clean_logits[sl] = logits.float().cpu()
         source_correct[sl] = (logits.argmax(1) == y).cpu()
         init = None
         if params.random_start and params.eps > 0:
@@ -117,6 +121,7 @@ def run_attack(
         "ids": data.ids.clone(),
         "source_correct": source_correct,
         "source_adv_correct": source_adv_correct,
+        "clean_logits": clean_logits if clean_logits is not None else torch.empty((0, 0)),
     }
     prov: dict[str, Any] = {
         "command": "attack",

@@ -98,6 +98,11 @@ def study(
                 c.info(f"importance: held-out R^2 = {imp.r2_cv:.3f} ± {imp.r2_cv_std:.3f} over {imp.n_pairs} pairs")
             else:
                 c.warn(res.analysis.note)
+            ens = res.analysis.ensembles
+            if ens is not None and ens.correlation:
+                r = ens.correlation
+                c.info(f"ensembles: SAT vs error reduction over {r.get('n', '?')} pairs: Pearson {r['pearson_r']:.3f} "
+                       f"(p={r['pearson_p']:.2g}), Spearman {r['spearman_r']:.3f} (p={r['spearman_p']:.2g}); see ensemble.csv")
         c.info(
             f"{res.attacks_run} attack(s) run, {res.attacks_skipped} reused; {res.transfer_evaluations} transfer "
             f"evaluation(s) run, {res.transfer_skipped} reused; {time.perf_counter() - t0:.1f} s. Matrix: {out / 'sat.csv'}"
