@@ -41,6 +41,9 @@ def ws(tmp_path_factory):
     r = runner.invoke(app, ["transfer", str(d / "good.pt"), str(d / "adv.safetensors"), "-o", str(d / "t.csv")])
     r = runner.invoke(app, ["transfer", str(d / "good.pt"), str(d / "adv_other.safetensors"), "-o", str(d / "t_other.csv")])
     assert r.exit_code == 0, r.stderr
+    for name, seed in (("l1", "0"), ("l2", "0"), ("l_other", "9")):
+        r = runner.invoke(app, ["logits", str(d / "good.pt"), "--n", "30", "--data-seed", seed, "--name", name, "-o", str(d / f"{name}.safetensors")])
+        assert r.exit_code == 0, r.stderr
     raw = (d / "adv.safetensors").read_bytes()
     (d / "truncated.safetensors").write_bytes(raw[: len(raw) // 2])
     (d / "empty.safetensors").write_bytes(b"")
@@ -99,6 +102,8 @@ CASES = [
     ("data-not-found", ["attack", "{d}/good.pt", "--data", "{d}/nowhere", "-o", "{out}.safetensors"], ["not found"]),
     ("matrix-missing-table", ["matrix", "{d}/nothing.csv", "-o", "{out}.csv"], ["no such file"]),
     ("matrix-table-without-columns", ["matrix", "{d}/transfer_nocols.csv", "-o", "{out}.csv"], ["lacks column"]),
+    ("logits-different-samples", ["ensemble", "{d}/l1.safetensors", "{d}/l2.safetensors", "{d}/l_other.safetensors", "-o", "{out}.csv"], ["different clean sets"]),
+    ("logits-file-is-attack-file", ["ensemble", "{d}/l1.safetensors", "{d}/adv.safetensors", "-o", "{out}.csv"], ["expected satkit.logits"]),
     ("transfer-no-target", ["transfer", "{d}/adv.safetensors", "-o", "{out}.csv"], ["no target"]),
     ("zoo-unknown-model", ["zoo", "train", "nonexistent"], ["unknown zoo model"]),
     ("unknown-zoo-spec", ["attack", "digits/nonexistent-s1", "-o", "{out}.safetensors"], ["unknown zoo model"]),

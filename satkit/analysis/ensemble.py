@@ -63,7 +63,7 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
-from satkit.analysis.logits import Logits
+from satkit.analysis.logits import Logits, top1_error
 from satkit.errors import MismatchError, ParameterError
 
 MAX_SIZE = 5
@@ -78,14 +78,6 @@ _ENUMERATE_LIMIT = 200_000  # K-cluster combinations enumerated exactly up to th
 def ensemble_logits(logits: Sequence[np.ndarray]) -> np.ndarray:
     """Unweighted average of the members' logits."""
     return np.mean(np.stack([np.asarray(x, dtype=np.float64) for x in logits]), axis=0)
-
-
-def top1_error(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 error in percent (argmax; ties go to the first maximal class)."""
-    labels = np.asarray(labels)
-    if len(labels) == 0:
-        return float("nan")
-    return 100.0 * float(np.mean(np.argmax(logits, axis=1) != labels))
 
 
 def error_reduction_rate(ensemble_error: float, member_errors: Sequence[float]) -> float:

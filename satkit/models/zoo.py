@@ -37,22 +37,7 @@ import torch.nn.functional as F
 from satkit.errors import ModelError, ParameterError
 from satkit.models.wrapper import DataConfig, preprocess
 
-# The paper's 13 model-card columns (appendix tables), in the paper's order.
-COMPONENTS: list[str] = [
-    "Base architecture",
-    "Hierarchical structure",
-    "Stem layer",
-    "Input resolution",
-    "Normalization",
-    "Activation",
-    "Pooling (stem)",
-    "Pooling (final)",
-    "2D SA",
-    "CW attention",
-    "Location of CW attention",
-    "DW conv",
-    "Group conv",
-]
+from satkit.analysis.cards import COMPONENTS  # the paper's 13 model-card columns, in its order
 
 NUM_CLASSES = 10
 ZOO_PREFIX = "digits/"
