@@ -6,31 +6,13 @@ import json
 
 import polars as pl
 import pytest
+
+from tests.cli_helpers import assert_clean_error, run, runner  # noqa: F401
 import torch
-from typer.testing import CliRunner
 
 from satkit.cli.app import app
 from tests.conftest import TinyCNN
 
-runner = CliRunner()
-
-
-def run(*args, ok=True):
-    r = runner.invoke(app, [str(a) for a in args])
-    if ok:
-        assert r.exit_code == 0, f"exit {r.exit_code}\nstdout: {r.stdout}\nstderr: {r.stderr}\n{r.exception!r}"
-    return r
-
-
-def assert_clean_error(r, *words):
-    """One line on stderr naming the problem, non-zero exit, no traceback."""
-    assert r.exit_code != 0
-    err = r.stderr.strip()
-    assert err.startswith("satkit: error:"), err
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in r.stderr + r.stdout
-    for w in words:
-        assert w in err, (w, err)
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner
+
+from tests.cli_helpers import assert_clean_error, run, runner  # noqa: F401
 
 from satkit.analysis.cards import COMPONENTS, NAME
 from satkit.cli import common as c
 from satkit.cli.app import app
 
-runner = CliRunner()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # three planted blocks of paper models (all have built-in cards) + one model without a card
@@ -30,24 +30,6 @@ def _wide_stderr():
     c.err_console.width = 200
     yield
     c.err_console._width = old
-
-
-def run(*args, ok=True, input=None):
-    r = runner.invoke(app, [str(a) for a in args], input=input)
-    if ok:
-        assert r.exit_code == 0, f"exit {r.exit_code}\nstdout: {r.stdout}\nstderr: {r.stderr}\n{r.exception!r}"
-    return r
-
-
-def assert_clean_error(r, *words):
-    """Non-zero exit, exactly one line on stderr starting with 'satkit: error:', no traceback."""
-    assert r.exit_code != 0
-    err = r.stderr.strip()
-    assert err.startswith("satkit: error:"), err
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in r.stderr + r.stdout
-    for w in words:
-        assert w in err, (w, err)
 
 
 def matrix_csv(names: list[str], S: np.ndarray) -> str:
