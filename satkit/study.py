@@ -16,6 +16,12 @@ Layout of a study directory::
 
 The analyses (cheap) are redone on every run; they need >= 3 models and a full matrix.
 
+``shard=(i, n)`` splits the work for job arrays: shard i attacks, and evaluates as a
+target, every n-th model starting at i. A shard stops (``result.waiting``) when it
+needs outputs of other shards; running every shard twice (attacks, then
+transfers; or the same array again after the first finishes) completes the study,
+and any shard's last run writes the matrix.
+
 Work whose output exists and matches its inputs is skipped, so a rerun (or a run
 after a crash or a kill) resumes. Every file is written atomically. Adding one
 model to a finished N-model study costs one attack plus 2N+1 transfer
@@ -86,6 +92,7 @@ class StudyResult:
     seconds: dict[str, float] = field(default_factory=dict)
     attack_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     analysis: "StudyAnalysis | None" = None
+    waiting: list[str] = field(default_factory=list)  # with --shard: outputs other shards have not made yet
 
 
 def _attack_matches(path: Path, model_name: str, params: AttackParams, fingerprint: str, weights_id: str | None) -> dict[str, Any] | None:
@@ -125,6 +132,7 @@ def run_study(
     model_options: ModelOptions | None = None,
     analyses: bool = True,
     k: int | None = None,
+    shard: tuple[int, int] | None = None,
     on_event: Callable[[StudyEvent], None] | None = None,
 ) -> StudyResult:
     models = list(models) if models else default_models()
@@ -152,16 +160,23 @@ def run_study(
 
     res = StudyResult(out_dir=out, matrix=None)  # type: ignore[arg-type]
     _write_settings(out, models, data, params, n, data_seed, canvas, eps_s, clean)
+    mine = set(shard_share(models, shard))
 
     t0 = time.perf_counter()
-    attack_paths = _attack_all(models, clean, params, out, batch_size, device, amp, model_options, emit, res)
+    attack_paths = _attack_all(models, clean, params, out, batch_size, device, amp, model_options, emit, res, mine)
     timings["attack"] = time.perf_counter() - t0
+    if res.waiting:
+        res.seconds = timings
+        return res
 
     _logits_all(models, attack_paths, out)
 
     t0 = time.perf_counter()
-    tables = _transfer_all(models, attack_paths, out, batch_size, device, amp, model_options, emit, res)
+    tables = _transfer_all(models, attack_paths, out, batch_size, device, amp, model_options, emit, res, mine)
     timings["transfer"] = time.perf_counter() - t0
+    if res.waiting:
+        res.seconds = timings
+        return res
 
     t0 = time.perf_counter()
     mat = build_matrix(tables, eps_s=eps_s)
@@ -354,7 +369,17 @@ def _write_settings(out: Path, models, data, params, n, data_seed, canvas, eps_s
         tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def _attack_all(models, clean, params, out, batch_size, device, amp, model_options, emit, res) -> dict[str, Path]:
+def shard_share(models: list[str], shard: tuple[int, int] | None) -> list[str]:
+    """The models shard ``i`` of ``n`` attacks and evaluates as a target: every n-th, starting at i (0-based)."""
+    if shard is None:
+        return list(models)
+    i, n = shard
+    if n <= 0 or not 0 <= i < n:
+        raise SatkitError(f"--shard {i}/{n}: need 0 <= i < n (shards are numbered from 0, e.g. 0/4 .. 3/4)")
+    return [m for j, m in enumerate(models) if j % n == i]
+
+
+def _attack_all(models, clean, params, out, batch_size, device, amp, model_options, emit, res, mine) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for i, spec in enumerate(models):
         path = out / "attacks" / f"{slug(spec)}.safetensors"
@@ -367,6 +392,9 @@ def _attack_all(models, clean, params, out, batch_size, device, amp, model_optio
             res.attacks_skipped += 1
             res.attack_stats[name] = prov.get("stats", {})
             emit(StudyEvent("attack", spec, len(clean), len(clean), skipped=True))
+            continue
+        if spec not in mine:
+            res.waiting.append(f"attack of {spec}")
             continue
         lm = load_model(spec, model_options, device)
         res.model_loads += 1
@@ -397,7 +425,7 @@ def _logits_all(models, attack_paths, out: Path) -> None:
         save_logits(logits_from_attack(attack_paths[spec]), path)
 
 
-def _transfer_all(models, attack_paths, out, batch_size, device, amp, model_options, emit, res) -> list[pl.DataFrame]:
+def _transfer_all(models, attack_paths, out, batch_size, device, amp, model_options, emit, res, mine) -> list[pl.DataFrame]:
     files = open_attack_files([str(attack_paths[m]) for m in models])
     keys = {f.provenance["attack_key"]: f for f in files}
     own_file = dict(zip(models, files))
@@ -412,6 +440,9 @@ def _transfer_all(models, attack_paths, out, batch_size, device, amp, model_opti
         todo = [f for k, f in keys.items() if k not in have]
         kept = old.filter(pl.col("attack_key").is_in(list(keys))) if old is not None else None
         res.transfer_skipped += len(files) - len(todo)
+        if todo and spec not in mine:
+            res.waiting.append(f"transfers to {spec}")
+            continue
         if todo:
             lm = load_model(spec, model_options, device)
             res.model_loads += 1

@@ -81,3 +81,27 @@ def test_changed_weights_are_recomputed(tmp_path, monkeypatch):
     assert again.attacks_run == 1 and again.attacks_skipped == 1
     # vit-s1's own table is redone (2 rows), resnet's table only for the new vit-s1 attack (1 row)
     assert again.transfer_evaluations == 3
+
+
+def test_sharded_study_equals_single_run(tmp_path):
+    p = AttackParams(eps=0.1, steps=2)
+    single = run_study(MODELS, out_dir=tmp_path / "single", params=p, n=30, analyses=False)
+    out = tmp_path / "sharded"
+    first = [run_study(MODELS, out_dir=out, params=p, n=30, analyses=False, shard=(i, 2)) for i in (0, 1)]
+    assert first[0].waiting and first[0].matrix is None  # shard 0 needs shard 1's attack
+    assert sum(r.attacks_run for r in first) == 3  # each attack exactly once across shards
+    second = [run_study(MODELS, out_dir=out, params=p, n=30, analyses=False, shard=(i, 2)) for i in (0, 1)]
+    assert sum(r.attacks_run for r in second) == 0
+    assert sum(r.transfer_evaluations for r in first + second) == 9  # each (source, target) pair once
+    done = [r for r in second if r.matrix is not None]
+    assert done, "the last shard to run writes the matrix"
+    np.testing.assert_array_equal(done[-1].matrix.values, single.matrix.values)
+    assert (out / "sat.csv").read_text() == (tmp_path / "single" / "sat.csv").read_text()
+
+
+def test_bad_shard_is_a_clean_error(tmp_path):
+    from tests.cli_helpers import assert_clean_error, run
+
+    for bad in ("2/2", "x", "1/0"):
+        r = run("study", "--shard", bad, "-o", tmp_path / "s", ok=False)
+        assert_clean_error(r, "--shard")

@@ -10,6 +10,18 @@ import typer
 from satkit.cli import common as c
 
 
+def _parse_shard(value: Optional[str]) -> Optional[tuple[int, int]]:
+    if value is None:
+        return None
+    try:
+        i, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        c.fail(f"--shard must look like i/n (e.g. 0/4), got '{value}'")
+    if n <= 0 or not 0 <= i < n:
+        c.fail(f"--shard {value}: need 0 <= i < n (shards are numbered from 0)")
+    return i, n
+
+
 def study(
     models: Optional[List[str]] = typer.Argument(None, help="Models to compare (default: the built-in digits zoo, `satkit zoo list`)."),
     out: Path = typer.Option(Path("satkit-study"), "--out", "-o", help="Study directory (created; reruns resume from what it holds)."),
@@ -28,6 +40,7 @@ def study(
     pretrained: bool = c.PretrainedOpt,
     analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="Also cluster the matrix and rank card components (clusters.csv, keywords.csv, importance.csv, plots)."),
     k: Optional[int] = typer.Option(None, "-k", help="Number of clusters (default: chosen by the eigengap)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: do only shard i's share (0-based) of the attacks and target evaluations, for job arrays; rerun shards until the matrix is written."),
     plan: bool = typer.Option(False, "--plan", help="Only print what the study would run (attacks, transfer evaluations, forward/backward passes) and exit."),
     quiet: bool = c.QuietOpt,
 ) -> None:
@@ -44,6 +57,8 @@ def study(
         satkit study resnet50 vit_small_patch16_224 --data /data/imagenet/val --n 5000 -o study-in1k
 
         satkit study --plan                            # the cost, before anything runs
+
+        satkit study --shard $SLURM_ARRAY_TASK_ID/8 -o study   # one of 8 array jobs; run the array twice
     """
     import time
 
@@ -82,7 +97,11 @@ def study(
 
         res = run_study(models, data=data, out_dir=out, params=params, n=n, data_seed=data_seed, canvas=canvas,
                         batch_size=batch_size, device=dev, amp=amp, eps_s=eps_s, model_options=opts,
-                        analyses=analyses, k=k, on_event=on_event)
+                        analyses=analyses, k=k, shard=_parse_shard(shard), on_event=on_event)
+    if res.waiting:
+        c.info(f"shard {shard}: its share is done; waiting for other shards ({len(res.waiting)} outputs: "
+               f"{', '.join(res.waiting[:3])}{', ...' if len(res.waiting) > 3 else ''}); run it again when they finish")
+        return
     for w in res.matrix.warnings:
         c.warn(w)
     if not c.STATE.quiet:
