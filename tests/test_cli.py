@@ -131,3 +131,16 @@ def test_completions_are_current_and_work():
 
     out = subprocess.run([sys.executable, "-m", "satkit"], env=env, capture_output=True, text=True)
     assert "attack" in out.stdout.split()
+
+
+def test_matrix_bootstrap_ci(models, attacked, tmp_path):
+    files = sorted(attacked.glob("*.safetensors"))
+    run("transfer", *models.values(), *files, "-o", tmp_path / "t.csv", "--per-sample", tmp_path / "s.parquet")
+    run("matrix", tmp_path / "t.csv", "--per-sample", tmp_path / "s.parquet", "--ci", "0.9", "--n-boot", "200",
+        "-o", tmp_path / "sat.csv", "--long", tmp_path / "long.csv")
+    long = pl.read_csv(tmp_path / "long.csv")
+    assert {"sat_ci_low", "sat_ci_high"} <= set(long.columns) and long.height == 6
+    ok = long.filter(pl.col("sat_ci_low").is_not_null())
+    assert ok.height == 6 and (ok["sat_ci_low"] <= ok["sat"] + 1e-12).all() and (ok["sat"] <= ok["sat_ci_high"] + 1e-12).all()
+    r = run("matrix", tmp_path / "t.csv", "--ci", "0.9", ok=False)
+    assert_clean_error(r, "--per-sample")

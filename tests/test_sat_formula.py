@@ -105,3 +105,29 @@ def test_bad_tables():
         build_matrix([pl.DataFrame({"source": ["A"]})])
     with pytest.raises(InputFileError):
         build_matrix([])
+
+
+def test_bootstrap_ci_brackets_the_estimate_and_shrinks_with_n():
+    from satkit.analysis.sat import bootstrap_ci
+
+    def table(n, rate_ab, rate_ba, seed):
+        rng = np.random.default_rng(seed)
+        rows = []
+        for s, t, r in (("A", "B", rate_ab), ("B", "A", rate_ba), ("A", "A", 1.0), ("B", "B", 1.0)):
+            f = rng.random(n) < r
+            rows += [dict(source=s, target=t, id=i, source_correct=True, target_correct=True, fooled=bool(f[i])) for i in range(n)]
+        return pl.DataFrame(rows)
+
+    widths = []
+    for n in (50, 800):
+        ps = table(n, 0.3, 0.5, seed=1)
+        ci = bootstrap_ci(ps, ["A", "B"], n_boot=400, seed=0)
+        row = ci.filter((pl.col("a") == "A") & (pl.col("b") == "B")).row(0, named=True)
+        counts = ps.group_by(["source", "target"]).agg(pl.col("fooled").sum())
+        f = {(r["source"], r["target"]): r["fooled"] for r in counts.iter_rows(named=True)}
+        point = sat_value(f[("A", "B")], f[("B", "A")], n)
+        assert row["sat_ci_low"] <= point <= row["sat_ci_high"]
+        widths.append(row["sat_ci_high"] - row["sat_ci_low"])
+        diag = ci.filter((pl.col("a") == "A") & (pl.col("b") == "A")).row(0, named=True)
+        assert diag["sat_ci_low"] == pytest.approx(math.log(100)) == diag["sat_ci_high"]
+    assert widths[1] < widths[0] / 2  # ~ 1/sqrt(n): 16x the samples, about a quarter of the width

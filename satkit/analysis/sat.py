@@ -138,3 +138,56 @@ def build_matrix(tables: list[pl.DataFrame], eps_s: float = DEFAULT_EPS_S) -> Sa
 
 
 _KEEP = {"source", "target", "n_both", "n_fooled", "fingerprint", "attack_key", "eps", "steps", "attack"}
+
+
+def bootstrap_ci(
+    per_sample: pl.DataFrame,
+    names: list[str],
+    *,
+    eps_s: float = DEFAULT_EPS_S,
+    level: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Percentile bootstrap confidence intervals of SAT for every pair, from per-sample outcomes.
+
+    ``per_sample`` is ``satkit transfer --per-sample`` output (source, target, id,
+    source_correct, target_correct, fooled). Samples of the clean set are drawn with
+    replacement; the same draws serve every pair (a paired bootstrap), so the
+    intervals show how much SAT would move with another sample of the same size.
+    """
+    if not 0 < level < 1:
+        raise ParameterError(f"--ci must be in (0, 1), e.g. 0.95; got {level}")
+    need = {"source", "target", "id", "source_correct", "target_correct", "fooled"}
+    missing = need - set(per_sample.columns)
+    if missing:
+        raise InputFileError(f"per-sample table lacks column(s) {', '.join(sorted(missing))}; use `satkit transfer --per-sample`")
+    ids = np.unique(per_sample["id"].to_numpy())
+    pos = {int(i): k for k, i in enumerate(ids)}
+    n = len(ids)
+    rng = np.random.default_rng(seed)
+    W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # (B, n) draw counts
+    rows = []
+    groups = {k: g for k, g in per_sample.group_by(["source", "target"])}
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    for i, a in enumerate(names):
+        for b in names[i:]:
+            ab, ba = groups.get((a, b)), groups.get((b, a))
+            if ab is None or ba is None:
+                continue
+            in_xab = np.zeros(n)
+            fooled = np.zeros(n)
+            # the diagonal has one direction; it counts for both terms of the formula
+            for g, count_in, weight in ([(ab, True, 2.0)] if a == b else [(ab, True, 1.0), (ba, False, 1.0)]):
+                idx = np.array([pos[int(v)] for v in g["id"].to_list()])
+                if count_in:  # X_AB is the same set in both directions
+                    in_xab[idx] = (g["source_correct"].to_numpy() & g["target_correct"].to_numpy()).astype(float)
+                fooled[idx] += g["fooled"].to_numpy().astype(float) * weight
+            denom = 2.0 * (W @ in_xab)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rate = np.where(denom > 0, 100.0 * (W @ fooled) / denom, np.nan)
+            sat = np.log(np.maximum(eps_s, rate))
+            ok = np.isfinite(sat)
+            lo, hi = (np.percentile(sat[ok], [lo_q, hi_q]) if ok.any() else (np.nan, np.nan))
+            rows.append({"a": a, "b": b, "sat_ci_low": float(lo), "sat_ci_high": float(hi)})
+    return pl.DataFrame(rows, schema={"a": pl.Utf8, "b": pl.Utf8, "sat_ci_low": pl.Float64, "sat_ci_high": pl.Float64})

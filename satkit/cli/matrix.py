@@ -16,6 +16,9 @@ def matrix(
     long: Optional[Path] = typer.Option(None, "--long", help="Also write the long table: one row per pair with |X_AB|, both fool rates and SAT."),
     eps_s: float = typer.Option(1.0, "--eps-s", help="Floor inside the log, in percent: SAT = ln(max(eps_s, 100*rate)). Default 1 keeps SAT in [0, ln 100]."),
     show: bool = typer.Option(True, "--show/--no-show", help="Print the matrix as a coloured table on stderr."),
+    per_sample: Optional[List[Path]] = typer.Option(None, "--per-sample", help="Per-sample outcome tables (satkit transfer --per-sample), for --ci."),
+    ci: Optional[float] = typer.Option(None, "--ci", help="Add percentile-bootstrap confidence intervals at this level (e.g. 0.95) to the --long table; needs --per-sample."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for --ci."),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Build the SAT matrix from transfer tables, exactly the paper's formula.
@@ -26,6 +29,8 @@ def matrix(
     Example:
 
         satkit matrix transfer/*.csv -o sat.csv --long sat_long.csv
+
+        satkit matrix t.csv --per-sample samples.parquet --ci 0.95 --long long.csv   # is my sample big enough?
     """
     from satkit.analysis.sat import build_matrix
     from satkit.cli.render import render_matrix
@@ -39,8 +44,17 @@ def matrix(
         check_output_path(long)
     if tables.count("-") > 1:
         c.fail("stdin (-) can be given only once")
+    if ci is not None and (not per_sample or long is None):
+        c.fail("--ci needs --per-sample tables (satkit transfer --per-sample) and a --long output for the intervals")
     dfs = [read_table(t, "transfer table") for t in tables]
     m = build_matrix(dfs, eps_s=eps_s)
+    if ci is not None:
+        import polars as pl
+
+        from satkit.analysis.sat import bootstrap_ci
+
+        samples = pl.concat([read_table(p, "per-sample table") for p in per_sample], how="diagonal_relaxed")
+        m.long = m.long.join(bootstrap_ci(samples, m.names, eps_s=eps_s, level=ci, n_boot=n_boot), on=["a", "b"], how="left")
     for w in m.warnings:
         c.warn(w)
     write_table(m.frame(), output)
