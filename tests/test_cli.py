@@ -144,3 +144,26 @@ def test_matrix_bootstrap_ci(models, attacked, tmp_path):
     assert ok.height == 6 and (ok["sat_ci_low"] <= ok["sat"] + 1e-12).all() and (ok["sat"] <= ok["sat_ci_high"] + 1e-12).all()
     r = run("matrix", tmp_path / "t.csv", "--ci", "0.9", ok=False)
     assert_clean_error(r, "--per-sample")
+
+
+def test_info_rerun_command_reproduces_the_file(tmp_path):
+    """`satkit info` prints a command line; running it gives identical tensors (same machine, CPU)."""
+    import hashlib
+    import shlex
+
+    from satkit.attacks import AttackParams, run_attack, save_attack
+    from satkit.data import load_data
+    from satkit.models import load_model
+
+    res = run_attack(load_model("digits/convmixer-s1"), load_data("digits", n=20), AttackParams(eps=0.1, steps=3), batch_size=8)
+    first = save_attack(res, tmp_path / "lib.safetensors")  # written by the library: no recorded command line
+    line = next(l for l in run("info", first).stdout.splitlines() if l.strip().startswith("rerun:"))
+    argv = shlex.split(line.split("rerun:", 1)[1])
+    assert argv[:2] == ["satkit", "attack"] and "--batch-size" in argv
+    argv[argv.index("-o") + 1] = str(tmp_path / "again.safetensors")
+    run(*argv[1:])
+    from satkit.io import read_satkit_file
+
+    a, b = read_satkit_file(first, "satkit.attack"), read_satkit_file(tmp_path / "again.safetensors", "satkit.attack")
+    for key in ("clean", "adv", "labels", "ids", "source_correct", "source_adv_correct", "clean_logits"):
+        assert hashlib.sha256(a.get(key).numpy().tobytes()).digest() == hashlib.sha256(b.get(key).numpy().tobytes()).digest(), key

@@ -131,6 +131,7 @@ def run_attack(
         "data": data_provenance(data),
         "storage_dtype": params.storage,
         "amp": amp,
+        "batch_size": batch_size,  # kernels may sum in another order at another batch size: part of "same inputs"
     }
     prov["attack_key"] = attack_key(prov)
     res = AttackResult(tensors, prov)

@@ -56,6 +56,16 @@ def info(
 
 def _rerun(p: dict) -> str:
     """Rebuild the command line from provenance when the file was written by the library directly."""
+    if p.get("command") == "logits" and "model" in p and "data" in p:
+        m, d = p["model"], p["data"]
+        s = d.get("sampling", {})
+        parts = ["satkit", "logits", m.get("spec", m.get("name")), "--data", str(d.get("source"))]
+        if s.get("n"):
+            parts += ["--n", str(s["n"]), "--data-seed", str(s.get("seed", 0))]
+        parts += ["--canvas", str(d["canvas"][-1]), "-o", "OUT.safetensors"]
+        from satkit.provenance import shell_quote
+
+        return shell_quote(parts)
     if p.get("command") != "attack":
         return "(not recorded)"
     m, a, d = p["model"], p["attack"], p["data"]
@@ -65,7 +75,10 @@ def _rerun(p: dict) -> str:
         parts += ["--n", str(s["n"]), "--data-seed", str(s.get("seed", 0))]
     parts += ["--eps", repr(a["eps"]), "--steps", str(a["steps"]), "--step-size", repr(a["step_size"]),
               "--random-start" if a["random_start"] else "--no-random-start", "--seed", str(a["seed"]),
-              "--storage", p.get("storage_dtype", "uint8"), "--canvas", str(d["canvas"][-1]), "-o", "OUT.safetensors"]
+              "--storage", p.get("storage_dtype", "uint8"), "--canvas", str(d["canvas"][-1])]
+    if p.get("batch_size"):
+        parts += ["--batch-size", str(p["batch_size"])]
+    parts += ["-o", "OUT.safetensors"]
     if m.get("arch"):
         parts += ["--arch", m["arch"]]
     from satkit.provenance import shell_quote
