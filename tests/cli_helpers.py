@@ -15,8 +15,8 @@ def run(*args, ok=True, input=None):
 
 
 def assert_clean_error(r, *words):
-    """Non-zero exit, exactly one line on stderr starting with 'satkit: error:', no traceback."""
-    assert r.exit_code != 0
+    """Exit code 2, exactly one line on stderr starting with 'satkit: error:', no traceback."""
+    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr)
     err = r.stderr.strip()
     assert err.startswith("satkit: error:"), err
     assert len(err.splitlines()) == 1, err

@@ -14,6 +14,7 @@ from satkit.cli.app import app
 from satkit.data import load_data
 from satkit.errors import MismatchError
 from satkit.models import ModelOptions, load_model
+from tests.cli_helpers import assert_clean_error
 
 runner = CliRunner()
 
@@ -30,15 +31,6 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def digits_train_test():
     return load_data("digits:train"), load_data("digits")
-
-
-def assert_clean_error(r, *words):
-    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr)
-    err = r.stderr.strip()
-    assert err.startswith("satkit: error:"), err
-    assert len(err.splitlines()) == 1, err
-    for w in words:
-        assert w in err, (w, err)
 
 
 def test_distilled_student_learns_and_teacher_is_unchanged(digits_train_test):

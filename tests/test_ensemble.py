@@ -18,6 +18,7 @@ from satkit.analysis.simmatrix import write_similarity_matrix
 from satkit.cli.app import app
 from satkit.errors import MismatchError
 from satkit.io.tensorfile import write_satkit_file
+from tests.cli_helpers import assert_clean_error
 
 runner = CliRunner()
 
@@ -30,15 +31,6 @@ def write_logits(path, name, logits, labels, fingerprint="fp-test", ids=None):
     write_satkit_file(path, "satkit.logits", {"logits": logits, "labels": labels, "ids": ids, "clean": clean},
                       {"command": "logits", "model": {"name": name}, "data": {"fingerprint": fingerprint, "n": len(labels)}})
     return path
-
-
-def assert_clean_error(r, *words):
-    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr)
-    err = r.stderr.strip()
-    assert err.startswith("satkit: error:"), err
-    assert len(err.splitlines()) == 1, err
-    for w in words:
-        assert w in err, (w, err)
 
 
 # ------------------------------------------------------------------ by-hand numbers
