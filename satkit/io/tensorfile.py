@@ -13,6 +13,7 @@ anything else, so a wrong file is an error and never a wrong number.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -32,6 +33,13 @@ FORMAT_VERSIONS = {"satkit.attack": 1, "satkit.logits": 1, "satkit.data": 1}
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file; cached per (path, size, mtime), since studies ask for a weights file's hash several times."""
+    st = os.stat(path)
+    return _file_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, chunk)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int, chunk: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while True:
