@@ -93,6 +93,7 @@ class StudyResult:
     attack_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     analysis: "StudyAnalysis | None" = None
     waiting: list[str] = field(default_factory=list)  # with --shard: outputs other shards have not made yet
+    jobs: list["JobReport"] = field(default_factory=list)  # what each job that was dispatched did
 
 
 def _attack_matches(path: Path, model_name: str, params: AttackParams, fingerprint: str, weights_id: str | None) -> dict[str, Any] | None:
@@ -116,6 +117,141 @@ def _attack_matches(path: Path, model_name: str, params: AttackParams, fingerpri
     return p if ok else None
 
 
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything a study job needs, picklable: jobs run in this process, in worker processes or as Ray tasks."""
+
+    out: str
+    models: tuple[str, ...]
+    data: str = "digits"
+    n: int | None = None
+    data_seed: int = 0
+    canvas: int | None = None
+    params: AttackParams = field(default_factory=AttackParams)
+    batch_size: int | str = 128  # or "auto"
+    amp: str = "off"
+    model_options: ModelOptions | None = None
+    per_sample: bool = True
+    compile: bool = False
+
+    def attack_path(self, spec: str) -> Path:
+        return Path(self.out) / "attacks" / f"{slug(spec)}.safetensors"
+
+    def transfer_path(self, spec: str) -> Path:
+        return Path(self.out) / "transfer" / f"{slug(spec)}.csv"
+
+    def samples_path(self, spec: str) -> Path:
+        return Path(self.out) / "transfer" / f"{slug(spec)}.samples.parquet"
+
+
+@dataclass
+class JobReport:
+    """What one job did (summed into the StudyResult by the study)."""
+
+    kind: str  # attack | transfer
+    spec: str
+    name: str
+    ran: bool
+    model_loads: int = 0
+    forward_samples: int = 0
+    evaluations: int = 0  # transfer: (source, target) pairs evaluated
+    reused: int = 0  # transfer: pairs already in the table
+    stats: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    device: str = ""
+
+
+_DATA_CACHE: dict[tuple, CleanSet] = {}
+
+
+def _study_data(cfg: StudyConfig) -> CleanSet:
+    """The clean set, loaded once per process (worker processes and Ray workers load it themselves)."""
+    key = (cfg.data, cfg.canvas, cfg.n, cfg.data_seed)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_data(cfg.data, canvas=cfg.canvas, n=cfg.n, seed=cfg.data_seed)
+    return _DATA_CACHE[key]
+
+
+def _load(spec: str, cfg: StudyConfig, device: Any):
+    from satkit.models.registry import prepare_model
+
+    return prepare_model(load_model(spec, cfg.model_options, device), compile=cfg.compile)
+
+
+def attack_job(cfg: StudyConfig, spec: str, device: Any = "cpu", progress=None, clean: CleanSet | None = None) -> JobReport:
+    """Attack ``spec`` on the study's clean set into attacks/<slug>.safetensors (skipped if a matching file exists)."""
+    from satkit.batching import resolve_batch_size
+    from satkit.models.registry import model_display_name
+
+    t0 = time.perf_counter()
+    clean = clean if clean is not None else _study_data(cfg)
+    path = cfg.attack_path(spec)
+    name = model_display_name(spec, cfg.model_options)
+    prov = _attack_matches(path, name, cfg.params, clean.fingerprint, expected_weights_id(spec, cfg.model_options))
+    if prov is not None:
+        return JobReport("attack", spec, name, ran=False, stats=prov.get("stats", {}))
+    lm = _load(spec, cfg, device)
+    bs = resolve_batch_size(cfg.batch_size, lm, clean.images[:1], kind="attack", n=len(clean), amp=cfg.amp)
+    r = run_attack(lm, clean, cfg.params, batch_size=bs, amp=cfg.amp, progress=progress)
+    save_attack(r, path)
+    return JobReport("attack", spec, name, ran=True, model_loads=1, forward_samples=len(clean) * (cfg.params.steps + 2),
+                     stats=r.provenance["stats"], seconds=time.perf_counter() - t0, device=str(device))
+
+
+def _transfer_state(cfg: StudyConfig, spec: str, files_by_key: dict[str, Any]):
+    """(table rows to keep, per-sample rows to keep, attack files still to evaluate) for target ``spec``."""
+    from satkit.models.registry import model_display_name
+
+    name = model_display_name(spec, cfg.model_options)
+    old = _read_existing_transfer(cfg.transfer_path(spec), name, expected_weights_id(spec, cfg.model_options))
+    have = set(old["attack_key"].to_list()) if old is not None else set()
+    old_samples = None
+    if cfg.per_sample and have:
+        old_samples = _read_existing_samples(cfg.samples_path(spec))
+        have &= set(old_samples["attack_key"].unique().to_list()) if old_samples is not None else set()
+    todo = [f for k, f in files_by_key.items() if k not in have]
+    kept = old.filter(pl.col("attack_key").is_in(list(have & set(files_by_key)))) if old is not None else None
+    if old_samples is not None:
+        old_samples = old_samples.filter(pl.col("attack_key").is_in(list(have & set(files_by_key))))
+    return kept, old_samples, todo
+
+
+def _open_study_attacks(cfg: StudyConfig) -> dict[str, Any]:
+    files = open_attack_files([str(cfg.attack_path(m)) for m in cfg.models])
+    return {f.provenance["attack_key"]: f for f in files}
+
+
+def transfer_job(cfg: StudyConfig, spec: str, device: Any = "cpu", progress=None, clean: CleanSet | None = None) -> JobReport:
+    """Evaluate target ``spec`` on every attack file of the study into transfer/<slug>.csv (+ per-sample outcomes)."""
+    from satkit.batching import resolve_batch_size
+    from satkit.models.registry import model_display_name
+
+    t0 = time.perf_counter()
+    files_by_key = _open_study_attacks(cfg)
+    own = next(f for f in files_by_key.values() if Path(f.path) == cfg.attack_path(spec))
+    name = model_display_name(spec, cfg.model_options)
+    kept, kept_samples, todo = _transfer_state(cfg, spec, files_by_key)
+    if not todo:
+        return JobReport("transfer", spec, name, ran=False, reused=len(files_by_key))
+    lm = _load(spec, cfg, device)
+    bs = (resolve_batch_size(cfg.batch_size, lm, own.get("clean")[:1], kind="transfer", n=len(own.get("labels")), amp=cfg.amp)
+          if cfg.batch_size == "auto" else int(cfg.batch_size))
+    # the target's own attack file holds its clean predictions: no clean pass needed
+    tr = run_transfer(lm, todo, batch_size=bs, amp=cfg.amp, own_attack=own, per_sample=cfg.per_sample, progress=progress)
+    new = tr.table()
+    table = pl.concat([kept, new]) if kept is not None and kept.height else new
+    if cfg.per_sample:  # written first: the table is what marks a pair as done
+        ps = tr.per_sample_table()
+        if kept_samples is not None and kept_samples.height:
+            ps = pl.concat([kept_samples, ps], how="vertical_relaxed")
+        write_table(ps.sort(["source", "id"]), cfg.samples_path(spec))
+    write_table(table.sort("source"), cfg.transfer_path(spec))
+    return JobReport("transfer", spec, name, ran=True, model_loads=1, forward_samples=tr.forward_samples,
+                     evaluations=len(todo), reused=len(files_by_key) - len(todo), seconds=time.perf_counter() - t0,
+                     device=str(device))
+
+
 def run_study(
     models: list[str] | None = None,
     *,
@@ -125,7 +261,7 @@ def run_study(
     n: int | None = None,
     data_seed: int = 0,
     canvas: int | None = None,
-    batch_size: int = 128,
+    batch_size: int | str = 128,
     device: Any = "cpu",
     amp: str = "off",
     eps_s: float = DEFAULT_EPS_S,
@@ -133,11 +269,24 @@ def run_study(
     analyses: bool = True,
     k: int | None = None,
     shard: tuple[int, int] | None = None,
+    executor: Any = None,
+    per_sample: bool = True,
+    ci: float | None = None,
+    compile: bool = False,
     on_event: Callable[[StudyEvent], None] | None = None,
 ) -> StudyResult:
+    """Run (or resume) a study in ``out_dir``; ``executor`` decides where jobs run (default: here, on ``device``)."""
+    from satkit.executors import LocalExecutor
+
     models = list(models) if models else default_models()
     if len(set(models)) != len(models):
         raise SatkitError("the model list names a model twice")
+    if len({slug(m) for m in models}) != len(models):
+        raise SatkitError("two model names map to the same file name in the study directory; rename one (--name)")
+    if ci is not None and not 0 < ci < 1:
+        raise SatkitError(f"--ci must be in (0, 1), e.g. 0.95; got {ci}")
+    if ci is not None and not per_sample:
+        raise SatkitError("--ci needs per-sample outcomes; drop --no-per-sample")
     params = params or AttackParams(eps=DIGITS_EPS if data.startswith("digits") else 8 / 255)
     out = Path(out_dir)
     emit = on_event or (lambda e: None)
@@ -154,32 +303,74 @@ def run_study(
     timings["zoo"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    clean = load_data(data, canvas=canvas, n=n, seed=data_seed)
+    cfg = StudyConfig(out=str(out.resolve()), models=tuple(models), data=data, n=n, data_seed=data_seed, canvas=canvas,
+                      params=params, batch_size=batch_size, amp=amp, model_options=model_options, per_sample=per_sample,
+                      compile=compile)
+    clean = _study_data(cfg)
     emit(StudyEvent("data", data, len(clean), len(clean)))
     timings["data"] = time.perf_counter() - t0
+    executor = executor or LocalExecutor(device, clean)
+
+    def job_progress(stage: str, spec: str, done: int, total: int) -> None:
+        emit(StudyEvent(stage, spec, done, total))
 
     res = StudyResult(out_dir=out, matrix=None)  # type: ignore[arg-type]
     _write_settings(out, models, data, params, n, data_seed, canvas, eps_s, clean)
     mine = set(shard_share(models, shard))
 
+    # wave 1: attacks
     t0 = time.perf_counter()
-    attack_paths = _attack_all(models, clean, params, out, batch_size, device, amp, model_options, emit, res, mine)
+    from satkit.models.registry import model_display_name
+
+    to_attack = []
+    for spec in models:
+        prov = _attack_matches(cfg.attack_path(spec), model_display_name(spec, model_options), params, clean.fingerprint,
+                               expected_weights_id(spec, model_options))
+        if prov is not None:
+            res.attacks_skipped += 1
+            res.attack_stats[model_display_name(spec, model_options)] = prov.get("stats", {})
+            emit(StudyEvent("attack", spec, len(clean), len(clean), skipped=True))
+        elif spec in mine:
+            to_attack.append(spec)
+        else:
+            res.waiting.append(f"attack of {spec}")
+    for rep in executor.run(attack_job, cfg, to_attack, "attack", job_progress):
+        _add_report(res, rep)
     timings["attack"] = time.perf_counter() - t0
     if res.waiting:
         res.seconds = timings
         return res
 
-    _logits_all(models, attack_paths, out)
+    _logits_all(models, {m: cfg.attack_path(m) for m in models}, out)
 
+    # wave 2: transfers, one job per target
     t0 = time.perf_counter()
-    tables = _transfer_all(models, attack_paths, out, batch_size, device, amp, model_options, emit, res, mine)
+    files_by_key = _open_study_attacks(cfg)
+    to_eval = []
+    for spec in models:
+        _, _, todo = _transfer_state(cfg, spec, files_by_key)
+        if not todo:
+            res.transfer_skipped += len(files_by_key)
+            emit(StudyEvent("transfer", spec, len(files_by_key), len(files_by_key), skipped=True))
+        elif spec in mine:
+            to_eval.append(spec)
+        else:
+            res.waiting.append(f"transfers to {spec}")
+    for rep in executor.run(transfer_job, cfg, to_eval, "transfer", job_progress):
+        _add_report(res, rep)
     timings["transfer"] = time.perf_counter() - t0
     if res.waiting:
         res.seconds = timings
         return res
 
     t0 = time.perf_counter()
+    tables = [read_table(cfg.transfer_path(m), "transfer table") for m in models]
     mat = build_matrix(tables, eps_s=eps_s)
+    if ci is not None:
+        from satkit.analysis.sat import bootstrap_ci
+
+        samples = pl.concat([read_table(cfg.samples_path(m), "per-sample table") for m in models], how="vertical_relaxed")
+        mat.long = mat.long.join(bootstrap_ci(samples, mat.names, eps_s=eps_s, level=ci, seed=params.seed), on=["a", "b"], how="left")
     write_table(mat.frame(), out / "sat.csv")
     write_table(mat.long, out / "sat_long.csv")
     emit(StudyEvent("matrix", "sat.csv", 1, 1))
@@ -191,6 +382,21 @@ def run_study(
         timings["analysis"] = time.perf_counter() - t0
     res.seconds = timings
     return res
+
+
+def _add_report(res: StudyResult, rep: JobReport) -> None:
+    res.model_loads += rep.model_loads
+    res.forward_samples += rep.forward_samples
+    res.jobs.append(rep)
+    if rep.kind == "attack":
+        res.attack_stats[rep.name] = rep.stats
+        if rep.ran:
+            res.attacks_run += 1
+        else:
+            res.attacks_skipped += 1
+    else:
+        res.transfer_evaluations += rep.evaluations
+        res.transfer_skipped += rep.reused
 
 
 @dataclass
@@ -379,35 +585,6 @@ def shard_share(models: list[str], shard: tuple[int, int] | None) -> list[str]:
     return [m for j, m in enumerate(models) if j % n == i]
 
 
-def _attack_all(models, clean, params, out, batch_size, device, amp, model_options, emit, res, mine) -> dict[str, Path]:
-    paths: dict[str, Path] = {}
-    for i, spec in enumerate(models):
-        path = out / "attacks" / f"{slug(spec)}.safetensors"
-        paths[spec] = path
-        from satkit.models.registry import model_display_name
-
-        name = model_display_name(spec, model_options)
-        prov = _attack_matches(path, name, params, clean.fingerprint, expected_weights_id(spec, model_options))
-        if prov is not None:
-            res.attacks_skipped += 1
-            res.attack_stats[name] = prov.get("stats", {})
-            emit(StudyEvent("attack", spec, len(clean), len(clean), skipped=True))
-            continue
-        if spec not in mine:
-            res.waiting.append(f"attack of {spec}")
-            continue
-        lm = load_model(spec, model_options, device)
-        res.model_loads += 1
-        r = run_attack(lm, clean, params, batch_size=batch_size, amp=amp,
-                       progress=lambda d, t, s=spec: emit(StudyEvent("attack", s, d, t)))
-        save_attack(r, path)
-        res.attacks_run += 1
-        res.forward_samples += len(clean) * (params.steps + 2)
-        res.attack_stats[name] = r.provenance["stats"]
-        del lm
-    return paths
-
-
 def _logits_all(models, attack_paths, out: Path) -> None:
     """logits/<model>.safetensors from each attack file's stored clean logits (no model run), for ensembles."""
     from satkit.analysis.logits import logits_from_attack, save_logits
@@ -425,44 +602,6 @@ def _logits_all(models, attack_paths, out: Path) -> None:
         save_logits(logits_from_attack(attack_paths[spec]), path)
 
 
-def _transfer_all(models, attack_paths, out, batch_size, device, amp, model_options, emit, res, mine) -> list[pl.DataFrame]:
-    files = open_attack_files([str(attack_paths[m]) for m in models])
-    keys = {f.provenance["attack_key"]: f for f in files}
-    own_file = dict(zip(models, files))
-    tables = []
-    from satkit.models.registry import model_display_name
-
-    for spec in models:
-        name = model_display_name(spec, model_options)
-        path = out / "transfer" / f"{slug(spec)}.csv"
-        old = _read_existing_transfer(path, name, expected_weights_id(spec, model_options))
-        have = set(old["attack_key"].to_list()) if old is not None else set()
-        todo = [f for k, f in keys.items() if k not in have]
-        kept = old.filter(pl.col("attack_key").is_in(list(keys))) if old is not None else None
-        res.transfer_skipped += len(files) - len(todo)
-        if todo and spec not in mine:
-            res.waiting.append(f"transfers to {spec}")
-            continue
-        if todo:
-            lm = load_model(spec, model_options, device)
-            res.model_loads += 1
-            # the target's own attack file holds its clean predictions: no clean pass needed
-            tr = run_transfer(lm, todo, batch_size=batch_size, amp=amp, own_attack=own_file[spec],
-                              progress=lambda d, t, s=spec: emit(StudyEvent("transfer", s, d, t)))
-            res.transfer_evaluations += len(todo)
-            res.forward_samples += tr.forward_samples
-            new = tr.table()
-            table = pl.concat([kept, new]) if kept is not None and kept.height else new
-            table = table.sort("source")
-            write_table(table, path)
-            del lm
-        else:
-            table = kept
-            emit(StudyEvent("transfer", spec, len(files), len(files), skipped=True))
-        tables.append(table)
-    return tables
-
-
 def _read_existing_transfer(path: Path, target_name: str, weights_id: str | None = None) -> pl.DataFrame | None:
     if not path.exists():
         return None
@@ -475,3 +614,13 @@ def _read_existing_transfer(path: Path, target_name: str, weights_id: str | None
     if weights_id is None or (df.height and set(df["target_weights_id"].to_list()) != {weights_id}):
         return None  # the target's weights changed (or cannot be told): evaluate again
     return df.select(list(TRANSFER_SCHEMA)).cast(TRANSFER_SCHEMA)  # type: ignore[arg-type]
+
+
+def _read_existing_samples(path: Path) -> pl.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        df = read_table(path, "per-sample table")
+    except SatkitError:
+        return None
+    return df if "attack_key" in df.columns else None

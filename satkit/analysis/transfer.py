@@ -193,6 +193,7 @@ def _transfer_one(target, f: SatkitFile, labels, target_correct, batch_size, amp
         ps = pl.DataFrame({
             "source": [row["source"]] * len(labels),
             "target": [target.name] * len(labels),
+            "attack_key": [row["attack_key"]] * len(labels),
             "id": f.get("ids").numpy(),
             "label": labels.numpy(),
             "source_correct": src_correct.numpy(),

@@ -144,3 +144,26 @@ def set_quiet(quiet: bool) -> None:
 def fail(msg: str) -> None:
     """Raise a usage-style SatkitError from the CLI layer."""
     raise ParameterError(msg)
+
+
+BatchSizeHelp = "Images per batch, or 'auto': the largest power of two that fits in GPU memory (CUDA), or the smallest that runs near full speed (CPU; probed with a few timed steps)."
+CompileOpt = typer.Option(False, "--compile", help="torch.compile the model first (pays off on GPUs for long runs; compiling takes tens of seconds).")
+
+
+def parse_shard(value: Optional[str]) -> Optional[tuple[int, int]]:
+    """``--shard i/n`` -> (i, n), 0-based."""
+    if value is None:
+        return None
+    try:
+        i, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        fail(f"--shard must look like i/n (e.g. 0/4), got '{value}'")
+    if n <= 0 or not 0 <= i < n:
+        fail(f"--shard {value}: need 0 <= i < n (shards are numbered from 0, e.g. 0/4 .. 3/4)")
+    return i, n
+
+
+def batch_size_value(value: str):
+    from satkit.batching import parse_batch_size
+
+    return parse_batch_size(value)

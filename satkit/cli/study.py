@@ -10,18 +10,6 @@ import typer
 from satkit.cli import common as c
 
 
-def _parse_shard(value: Optional[str]) -> Optional[tuple[int, int]]:
-    if value is None:
-        return None
-    try:
-        i, n = (int(v) for v in value.split("/"))
-    except ValueError:
-        c.fail(f"--shard must look like i/n (e.g. 0/4), got '{value}'")
-    if n <= 0 or not 0 <= i < n:
-        c.fail(f"--shard {value}: need 0 <= i < n (shards are numbered from 0)")
-    return i, n
-
-
 def study(
     models: Optional[List[str]] = typer.Argument(None, help="Models to compare (default: the built-in digits zoo, `satkit zoo list`)."),
     out: Path = typer.Option(Path("satkit-study"), "--out", "-o", help="Study directory (created; reruns resume from what it holds)."),
@@ -34,9 +22,14 @@ def study(
     step_size: Optional[str] = typer.Option(None, "--step-size", help="Default 2.5*eps/steps."),
     seed: int = typer.Option(0, "--seed", help="Seed of the PGD random start."),
     eps_s: float = typer.Option(1.0, "--eps-s", help="SAT floor in percent (see satkit matrix)."),
-    batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
+    batch_size: str = typer.Option("128", "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
+    devices: Optional[str] = typer.Option(None, "--devices", help="Run jobs in parallel, one worker process per device, e.g. cuda:0,cuda:1 (same outputs as one device)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run each attack and each target's transfers as a Ray task: a cluster address (auto, ray://host:10001) or 'local'. Needs pip install 'satkit[ray]' and a study directory every node can see."),
     amp: str = c.AmpOpt,
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile each model before its job (GPUs, long attacks)."),
+    per_sample: bool = typer.Option(True, "--per-sample/--no-per-sample", help="Keep per-sample outcomes (transfer/<model>.samples.parquet) for confidence intervals."),
+    ci: Optional[float] = typer.Option(None, "--ci", help="Add percentile-bootstrap confidence intervals at this level (e.g. 0.95) to sat_long.csv."),
     pretrained: bool = c.PretrainedOpt,
     analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="Also cluster the matrix and rank card components (clusters.csv, keywords.csv, importance.csv, plots)."),
     k: Optional[int] = typer.Option(None, "-k", help="Number of clusters (default: chosen by the eigengap)."),
@@ -59,6 +52,12 @@ def study(
         satkit study --plan                            # the cost, before anything runs
 
         satkit study --shard $SLURM_ARRAY_TASK_ID/8 -o study   # one of 8 array jobs; run the array twice
+
+        satkit study m1 m2 m3 m4 --data val/ --devices cuda:0,cuda:1,cuda:2,cuda:3 -o study
+
+        satkit study m1 m2 m3 m4 --data /shared/val --ray auto -o /shared/study   # on a Ray cluster
+
+        satkit study --ci 0.95                         # sat_long.csv gets 95 % intervals per cell
     """
     import time
 
@@ -68,8 +67,14 @@ def study(
     from satkit.study import DIGITS_EPS, run_study
 
     c.set_quiet(quiet)
-    if batch_size <= 0:
-        c.fail(f"--batch-size must be positive, got {batch_size}")
+    bs = c.batch_size_value(batch_size)
+    shard_ = c.parse_shard(shard)
+    if devices is not None and ray is not None:
+        c.fail("--devices and --ray cannot be combined: give one")
+    if ci is not None and not 0 < ci < 1:
+        c.fail(f"--ci must be in (0, 1), e.g. 0.95; got {ci}")
+    if ci is not None and not per_sample:
+        c.fail("--ci needs per-sample outcomes; drop --no-per-sample")
     default_eps = DIGITS_EPS if data.startswith("digits") else 8 / 255
     params = AttackParams(
         eps=c.parse_fraction(eps, "--eps") if eps else default_eps, steps=steps,
@@ -83,9 +88,23 @@ def study(
         for key, value in pl_.rows():
             typer.echo(f"{key}: {value}")
         return
-    dev = resolve_device(device)
+    import contextlib
+
+    from satkit.executors import DeviceExecutor, RayExecutor, parse_devices
+
+    executor, where = None, None
+    if devices is not None:
+        devs = parse_devices(devices)
+        executor, where = DeviceExecutor(devs), f"{len(devs)} device workers ({', '.join(devs)})"
+        dev = resolve_device(devs[0])
+    else:
+        dev = resolve_device(device)
+    scope = contextlib.nullcontext()
+    if ray is not None:
+        executor = RayExecutor(ray)
+        scope, where = executor, f"Ray ({ray})"
     t0 = time.perf_counter()
-    with c.progress_bar() as p:
+    with scope, c.progress_bar() as p:
         tasks: dict[tuple[str, str], int] = {}
 
         def on_event(ev):
@@ -96,8 +115,9 @@ def study(
             p.update(tasks[key], completed=ev.done, total=ev.total or None)
 
         res = run_study(models, data=data, out_dir=out, params=params, n=n, data_seed=data_seed, canvas=canvas,
-                        batch_size=batch_size, device=dev, amp=amp, eps_s=eps_s, model_options=opts,
-                        analyses=analyses, k=k, shard=_parse_shard(shard), on_event=on_event)
+                        batch_size=bs, device=dev, amp=amp, eps_s=eps_s, model_options=opts,
+                        analyses=analyses, k=k, shard=shard_, executor=executor, per_sample=per_sample, ci=ci,
+                        compile=compile_, on_event=on_event)
     if res.waiting:
         c.info(f"shard {shard}: its share is done; waiting for other shards ({len(res.waiting)} outputs: "
                f"{', '.join(res.waiting[:3])}{', ...' if len(res.waiting) > 3 else ''}); run it again when they finish")
@@ -124,5 +144,6 @@ def study(
                        f"(p={r['pearson_p']:.2g}), Spearman {r['spearman_r']:.3f} (p={r['spearman_p']:.2g}); see ensemble.csv")
         c.info(
             f"{res.attacks_run} attack(s) run, {res.attacks_skipped} reused; {res.transfer_evaluations} transfer "
-            f"evaluation(s) run, {res.transfer_skipped} reused; {time.perf_counter() - t0:.1f} s. Matrix: {out / 'sat.csv'}"
+            f"evaluation(s) run, {res.transfer_skipped} reused; {time.perf_counter() - t0:.1f} s"
+            + (f" on {where}" if where else "") + f". Matrix: {out / 'sat.csv'}"
         )
