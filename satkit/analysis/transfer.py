@@ -62,6 +62,12 @@ def open_attack_files(paths: Iterable[str]) -> list[SatkitFile]:
         for key in ("clean", "adv", "labels", "ids", "source_correct"):
             if key not in f.keys:
                 raise InputFileError(f"{f.path}: tensor '{key}' is missing; the file is incomplete")
+        sh = f.provenance.get("shard")
+        if sh:
+            raise InputFileError(
+                f"{f.path} holds only shard {sh.get('index')}/{sh.get('count')} of an attack; "
+                "join all shards first: satkit merge SHARD_FILES... -o FILE"
+            )
         if "data" not in f.provenance or "fingerprint" not in f.provenance.get("data", {}):
             raise InputFileError(f"{f.path}: provenance has no data fingerprint; remake it with `satkit attack`")
     ref = files[0]

@@ -14,6 +14,7 @@ from satkit.cli.cluster import cluster
 from satkit.cli.importance import importance
 from satkit.cli.info import info
 from satkit.cli.matrix import matrix
+from satkit.cli.merge import merge
 from satkit.cli.study import study
 from satkit.cli.transfer import transfer
 from satkit.cli.zoo import zoo_app
@@ -51,6 +52,7 @@ def _root(
 app.command()(study)
 app.command()(attack)
 app.command()(transfer)
+app.command()(merge)
 app.command()(matrix)
 app.command()(info)
 app.add_typer(zoo_app, name="zoo")

@@ -14,9 +14,11 @@ def transfer(
     inputs: List[str] = typer.Argument(..., help="One or more TARGET models followed by one or more attack files (.safetensors written by satkit attack)."),
     output: str = typer.Option("-", "--output", "-o", help="Transfer table (CSV; .parquet for Parquet); - for stdout."),
     per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="Also write per-sample outcomes here (.csv or .parquet)."),
-    batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
+    batch_size: str = typer.Option("128", "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
     amp: str = c.AmpOpt,
+    compile_: bool = c.CompileOpt,
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: evaluate only every n-th attack file starting at i (0-based), for job arrays; give all shards' tables to satkit matrix."),
     arch: Optional[str] = c.ArchOpt,
     allow_pickle: bool = c.PickleOpt,
     pretrained: bool = c.PretrainedOpt,
@@ -34,6 +36,8 @@ def transfer(
         satkit transfer vit_small_patch16_224 adv/*.safetensors -o transfer/vit_small.csv
 
         satkit transfer digits/vit-s1 digits/mixer-s1 adv/*.safetensors -o t.csv --per-sample t_samples.parquet
+
+        satkit transfer vit_small_patch16_224 adv/*.safetensors --shard $SLURM_ARRAY_TASK_ID/4 -o t.$SLURM_ARRAY_TASK_ID.csv
     """
     import polars as pl
 
@@ -41,9 +45,13 @@ def transfer(
     from satkit.devices import resolve_device
     from satkit.io.atomic import check_output_path
     from satkit.io.tables import write_table
+    from satkit.batching import resolve_batch_size
     from satkit.models import load_model
+    from satkit.models.registry import prepare_model
 
     c.set_quiet(quiet)
+    bs = c.batch_size_value(batch_size)
+    shard_ = c.parse_shard(shard)
     targets, files = _split_inputs(inputs)
     if not targets:
         c.fail("no target model given; usage: satkit transfer TARGET... ATTACK_FILE...")
@@ -54,20 +62,29 @@ def transfer(
     if per_sample is not None:
         check_output_path(per_sample)
     opened = open_attack_files(files)
+    if shard_ is not None:
+        opened = opened[shard_[0]::shard_[1]]
+        if not opened:
+            c.info(f"shard {shard}: no attack file falls to this shard ({len(files)} files); nothing to do")
     dev = resolve_device(device)
     opts = c.model_options(arch, allow_pickle, pretrained)
     tables, samples = [], []
     with c.progress_bar() as p:
         for spec in targets:
-            lm = load_model(spec, opts, dev)
-            res = run_transfer(lm, opened, batch_size=batch_size, amp=amp, per_sample=per_sample is not None,
+            if not opened:
+                break
+            lm = prepare_model(load_model(spec, opts, dev), compile=compile_)
+            b = resolve_batch_size(bs, lm, opened[0].get("clean")[:1], kind="transfer", n=len(opened[0].get("labels")), amp=amp)
+            res = run_transfer(lm, opened, batch_size=b, amp=amp, per_sample=per_sample is not None,
                                progress=c.task_callback(p, lm.name))
             tables.append(res.table())
             if per_sample is not None:
                 samples.append(res.per_sample_table())
-    write_table(pl.concat(tables), output)
+    from satkit.analysis.transfer import TRANSFER_SCHEMA
+
+    write_table(pl.concat(tables) if tables else pl.DataFrame(schema=TRANSFER_SCHEMA), output)
     if per_sample is not None:
-        write_table(pl.concat(samples), per_sample)
+        write_table(pl.concat(samples) if samples else pl.DataFrame(), per_sample)
     if output != "-":
         c.info(f"wrote {output} ({sum(t.height for t in tables)} rows)")
 
