@@ -72,3 +72,27 @@ def merge_shards(files: list[Any]) -> tuple[dict[str, torch.Tensor], dict[str, A
     prov["stats"] = {"source_clean_accuracy": round(float(sc.float().mean()), 6), "attack_success_rate": round(success, 6)}
     prov["merged_from"] = [Path(f.path).name for f in ordered]
     return tensors, prov
+
+
+def attack_shard(model, data, params, shard: tuple[int, int], *, batch_size: int, amp: str = "off", progress=None):
+    """Attack shard ``i`` of ``n`` of ``data`` (a decoded CleanSet): an AttackResult for its rows.
+
+    The provenance names the whole clean set (its fingerprint and size), so shard
+    files of one attack agree with each other and with the merged file; ``shard``
+    records which rows this file holds.
+    """
+    from dataclasses import replace
+
+    from satkit.attacks.runner import attack_key, run_attack
+    from satkit.provenance import data_provenance
+
+    start, stop = shard_rows(len(data), batch_size, shard)
+    sub = replace(data, images=data.images[start:stop], labels=data.labels[start:stop], ids=data.ids[start:stop])
+    res = run_attack(model, sub, params, batch_size=batch_size, amp=amp, progress=progress) if stop > start else None
+    if res is None:
+        raise ParameterError(f"--shard {shard[0]}/{shard[1]} gets no images ({len(data)} images in "
+                             f"{math.ceil(len(data) / batch_size)} batches of {batch_size}); use fewer shards")
+    res.provenance["data"] = data_provenance(data)
+    res.provenance["attack_key"] = attack_key(res.provenance)
+    res.provenance["shard"] = {"index": shard[0], "count": shard[1], "start": start, "stop": stop, "n_total": len(data)}
+    return res
