@@ -108,6 +108,16 @@ CASES = [
     ("zoo-unknown-model", ["zoo", "train", "nonexistent"], ["unknown zoo model"]),
     ("unknown-zoo-spec", ["attack", "digits/nonexistent-s1", "-o", "{out}.safetensors"], ["unknown zoo model"]),
     ("info-missing", ["info", "{d}/missing.safetensors"], ["no such file"]),
+    ("batch-size-word", ["attack", "{d}/good.pt", "--batch-size", "many", "-o", "{out}.safetensors"], ["--batch-size", "auto"]),
+    ("batch-size-zero-transfer", ["transfer", "{d}/good.pt", "{d}/adv.safetensors", "--batch-size", "0", "-o", "{out}.csv"], ["--batch-size"]),
+    ("shard-out-of-range", ["attack", "{d}/good.pt", "--n", "30", "--shard", "4/4", "-o", "{out}.safetensors"], ["--shard 4/4"]),
+    ("shard-malformed", ["transfer", "{d}/good.pt", "{d}/adv.safetensors", "--shard", "half", "-o", "{out}.csv"], ["i/n"]),
+    ("shard-with-auto-batch", ["attack", "{d}/good.pt", "--shard", "0/2", "--batch-size", "auto", "-o", "{out}.safetensors"], ["fixed --batch-size"]),
+    ("shard-without-images", ["attack", "{d}/good.pt", "--n", "30", "--batch-size", "64", "--shard", "0/2", "-o", "{out}.safetensors"], ["no images"]),
+    ("merge-not-a-shard", ["merge", "{d}/adv.safetensors", "-o", "{out}.safetensors"], ["not a shard"]),
+    ("study-devices-unknown", ["study", "{d}/good.pt", "--devices", "gpu0", "-o", "{out}"], ["unknown device"]),
+    ("study-devices-and-ray", ["study", "--devices", "cpu", "--ray", "local", "-o", "{out}"], ["cannot be combined"]),
+    ("study-ci-level", ["study", "--ci", "95", "-o", "{out}"], ["--ci"]),
 ]
 
 
