@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
 from satkit.attacks.base import ATTACKS, AttackParams
-from satkit.attacks.quantize import as_float, clean_for_storage, quantize_adv
+from satkit.attacks.quantize import STORAGE_DTYPES, as_float, clean_for_storage, quantize_adv
 from satkit.data.base import CleanSet
+from satkit.data.stream import ImageStream
 from satkit.devices import resolve_amp
 from satkit.errors import DataError, ModelError, ParameterError
 from satkit.io.tensorfile import canonical_json, write_satkit_file
@@ -49,15 +51,29 @@ def random_start_noise(ids: torch.Tensor, shape: tuple[int, ...], eps: float, se
     return out
 
 
-def check_labels(model: LoadedModel, data: CleanSet) -> None:
+def check_labels(model: LoadedModel, data: CleanSet | ImageStream) -> None:
     if len(data) == 0:
         raise DataError(f"data source {data.source} has no samples")
-    n_classes = ensure_num_classes(model, as_float(data.images[:1]).to(next(iter(model.module.buffers())).device))
+    first = data.wait(0, 1) if isinstance(data, ImageStream) else data.images[:1]
+    n_classes = ensure_num_classes(model, as_float(first).to(next(iter(model.module.buffers())).device))
     top = int(data.labels.max())
     if top >= n_classes:
         raise DataError(
             f"labels go up to {top} but model {model.name} has {n_classes} classes; use data labelled for this model"
         )
+
+
+def _host_prepare(device: torch.device, storage: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """For a CUDA device: the stream makes each batch's float pixels in pinned memory one batch
+    ahead, in its background thread, so the copy to the device does not block. The float
+    conversion stays on the CPU, exactly as in the eager path (same values)."""
+    if device.type != "cuda":
+        return None
+
+    def prepare(u8: torch.Tensor) -> torch.Tensor:
+        return as_float(clean_for_storage(u8, storage)).pin_memory()
+
+    return prepare
 
 
 def check_finite(logits: torch.Tensor, model: LoadedModel) -> None:
@@ -68,14 +84,19 @@ def check_finite(logits: torch.Tensor, model: LoadedModel) -> None:
 
 def run_attack(
     model: LoadedModel,
-    data: CleanSet,
+    data: CleanSet | ImageStream,
     params: AttackParams,
     *,
     batch_size: int = 64,
     amp: str = "off",
     progress: ProgressFn | None = None,
 ) -> AttackResult:
-    """Attack every sample of ``data`` with ``model`` as the source; progress counts samples."""
+    """Attack every sample of ``data`` with ``model`` as the source; progress counts samples.
+
+    ``data`` is a decoded CleanSet, or an :class:`ImageStream` whose images are
+    still being decoded in the background: each batch is attacked as soon as it is
+    decoded. Both give the same tensors and provenance.
+    """
     if batch_size <= 0:
         raise ParameterError(f"--batch-size must be positive, got {batch_size}")
     device = next(iter(model.module.buffers())).device
@@ -83,7 +104,14 @@ def run_attack(
     check_labels(model, data)
     attack_fn = ATTACKS[params.attack]
     n = len(data)
-    clean_store = clean_for_storage(data.images, params.storage)
+    batches: Iterator[tuple[slice, torch.Tensor | None, torch.Tensor | None]]
+    if isinstance(data, ImageStream):
+        # uint8 storage is the decoded images themselves; float storage is filled batch by batch
+        clean_store = data.images if params.storage == "uint8" else torch.empty(data.images.shape, dtype=STORAGE_DTYPES[params.storage])
+        batches = data.batches(batch_size, _host_prepare(device, params.storage))
+    else:
+        clean_store = clean_for_storage(data.images, params.storage)
+        batches = ((slice(s, min(s + batch_size, n)), None, None) for s in range(0, n, batch_size))
     adv_store = torch.empty_like(clean_store)
     source_correct = torch.empty(n, dtype=torch.bool)
     source_adv_correct = torch.empty(n, dtype=torch.bool)
@@ -92,28 +120,30 @@ def run_attack(
     done = 0
     if progress:
         progress(0, n)
-    for start in range(0, n, batch_size):
-        sl = slice(start, min(start + batch_size, n))
-        x = as_float(clean_store[sl]).to(device)
-        y = data.labels[sl].to(device)
-        with torch.inference_mode():
-            logits = net(x)
-        check_finite(logits, model)
-        if clean_logits is None:
-            clean_logits = torch.empty((n, logits.shape[1]), dtype=torch.float32)
-        clean_logits[sl] = logits.float().cpu()
-        source_correct[sl] = (logits.argmax(1) == y).cpu()
-        init = None
-        if params.random_start and params.eps > 0:
-            init = random_start_noise(data.ids[sl], tuple(x.shape[1:]), params.eps, params.seed).to(device)
-        adv = attack_fn(net, x, y, eps=params.eps, steps=params.steps, alpha=params.alpha, init=init, amp_dtype=amp_dtype)
-        stored = quantize_adv(adv.cpu(), clean_store[sl], params.eps, params.storage)
-        adv_store[sl] = stored
-        with torch.inference_mode():
-            source_adv_correct[sl] = (net(as_float(stored).to(device)).argmax(1) == y).cpu()
-        done = sl.stop
-        if progress:
-            progress(done, n)
+    with contextlib.closing(batches):
+        for sl, u8, host in batches:
+            if u8 is not None and clean_store is not data.images:
+                clean_store[sl] = clean_for_storage(u8, params.storage)
+            x = host.to(device, non_blocking=True) if host is not None else as_float(clean_store[sl]).to(device)
+            y = data.labels[sl].to(device)
+            with torch.inference_mode():
+                logits = net(x)
+            check_finite(logits, model)
+            if clean_logits is None:
+                clean_logits = torch.empty((n, logits.shape[1]), dtype=torch.float32)
+            clean_logits[sl] = logits.float().cpu()
+            source_correct[sl] = (logits.argmax(1) == y).cpu()
+            init = None
+            if params.random_start and params.eps > 0:
+                init = random_start_noise(data.ids[sl], tuple(x.shape[1:]), params.eps, params.seed).to(device)
+            adv = attack_fn(net, x, y, eps=params.eps, steps=params.steps, alpha=params.alpha, init=init, amp_dtype=amp_dtype)
+            stored = quantize_adv(adv.cpu(), clean_store[sl], params.eps, params.storage)
+            adv_store[sl] = stored
+            with torch.inference_mode():
+                source_adv_correct[sl] = (net(as_float(stored).to(device)).argmax(1) == y).cpu()
+            done = sl.stop
+            if progress:
+                progress(done, n)
     tensors = {
         "clean": clean_store,
         "adv": adv_store,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Optional
 
 import typer
@@ -66,4 +67,12 @@ app.command()(approx)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The process ends right after this. Freezing moves every live object out of the
+        # garbage collector's reach, so interpreter shutdown skips its full collections over
+        # the ~10^6 objects torch and timm create (about 1 s per command, measured). Nothing
+        # outlives the process, so nothing is leaked; library and in-process (test) callers
+        # of `app` are unaffected.
+        gc.freeze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -48,7 +49,8 @@ def attack(
         satkit attack digits/vit-s1 --eps 0.1 -o adv/vit-s1.safetensors
     """
     from satkit.attacks import AttackParams, run_attack, save_attack
-    from satkit.data import load_data
+    from satkit.data import FolderImages, open_data
+    from satkit.data.stream import default_workers
     from satkit.devices import resolve_device
     from satkit.io.atomic import check_output_path
     from satkit.models import load_model
@@ -65,11 +67,14 @@ def attack(
     check_output_path(output)  # fail before any expensive work
     dev = resolve_device(device)
     opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name)
-    clean = load_data(data, canvas=canvas, n=n, seed=data_seed)
-    lm = load_model(model, opts, dev)
-    with c.progress_bar() as p:
-        label = f"attack {lm.name} (eps={params.eps:.4g}, {params.steps} steps, {dev})"
-        res = run_attack(lm, clean, params, batch_size=batch_size, amp=amp, progress=c.task_callback(p, label))
+    with contextlib.ExitStack() as stack:
+        clean = open_data(data, canvas=canvas, n=n, seed=data_seed)
+        if isinstance(clean, FolderImages):  # decode in background threads from now on: during model build and the attack
+            clean = stack.enter_context(clean.stream(workers=default_workers(busy_device=dev.type == "cpu")))
+        lm = load_model(model, opts, dev)
+        with c.progress_bar() as p:
+            label = f"attack {lm.name} (eps={params.eps:.4g}, {params.steps} steps, {dev})"
+            res = run_attack(lm, clean, params, batch_size=batch_size, amp=amp, progress=c.task_callback(p, label))
     rerun = shell_quote(["satkit", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("satkit") else None
     save_attack(res, output, rerun=rerun)
     c.info(

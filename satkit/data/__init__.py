@@ -1,7 +1,10 @@
 """Data sources. Every source becomes a :class:`CleanSet`: 8-bit images at one
-canvas size, int64 labels, stable int64 sample ids and a fingerprint."""
+canvas size, int64 labels, stable int64 sample ids and a fingerprint. Image
+folders can also be opened without decoding (:func:`open_data`) and decoded in
+background threads while an attack runs (:mod:`satkit.data.stream`)."""
 
 from satkit.data.base import CleanSet, stratified_sample
-from satkit.data.loaders import load_data
+from satkit.data.loaders import load_data, open_data
+from satkit.data.stream import FolderImages, ImageStream
 
-__all__ = ["CleanSet", "load_data", "stratified_sample"]
+__all__ = ["CleanSet", "FolderImages", "ImageStream", "load_data", "open_data", "stratified_sample"]

@@ -19,13 +19,19 @@ import torch
 import torch.nn.functional as F
 
 from satkit.data.base import CleanSet, stratified_sample
+from satkit.data.stream import (  # noqa: F401  (DEFAULT_FOLDER_CANVAS, IMAGE_SUFFIXES: re-exported)
+    DEFAULT_FOLDER_CANVAS,
+    IMAGE_SUFFIXES,
+    FolderImages,
+    decode_resize_into,
+    list_folder,
+    open_folder,
+)
 from satkit.errors import DataError, InputFileError, ParameterError
 
 DIGITS_CANVAS = 16
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
-DEFAULT_FOLDER_CANVAS = 224
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def digits_split() -> tuple[np.ndarray, np.ndarray]:
@@ -66,58 +72,19 @@ def load_digits_set(split: str = "test", canvas: int | None = None, n: int | Non
 
 
 def _list_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class sub-folders; expected one sub-folder per class (ImageNet val layout)")
-    files: list[Path] = []
-    labels: list[int] = []
-    for ci, c in enumerate(classes):
-        for f in sorted((root / c).iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(ci)
-    if not files:
-        raise DataError(f"{root}: {len(classes)} class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files, np.asarray(labels, dtype=np.int64), classes
+    return list_folder(root)
 
 
 def decode_resize(path: Path, canvas: int, channels: int = 3, crop_pct: float = 0.875) -> torch.Tensor:
     """Decode one image to uint8 (C, canvas, canvas): shorter side -> canvas/crop_pct, center crop."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
-            w, h = im.size
-            scale = (canvas / crop_pct) / min(w, h)
-            nw, nh = max(canvas, round(w * scale)), max(canvas, round(h * scale))
-            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-            left, top = (nw - canvas) // 2, (nh - canvas) // 2
-            im = im.crop((left, top, left + canvas, top + canvas))
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split())[:120]}); remove or replace it") from None
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    out = torch.empty((channels, canvas, canvas), dtype=torch.uint8)
+    decode_resize_into(out.numpy(), path, canvas, channels, crop_pct)
+    return out
 
 
 def load_folder(root: Path, canvas: int | None, n: int | None, seed: int, channels: int = 3) -> CleanSet:
-    canvas = canvas or DEFAULT_FOLDER_CANVAS
-    files, labels, classes = _list_folder(root)
-    sel = stratified_sample(labels, n, seed)  # sample before decoding: only chosen images are read
-    images = torch.empty((len(sel), channels, canvas, canvas), dtype=torch.uint8)
-    for j, i in enumerate(sel):
-        images[j] = decode_resize(files[i], canvas, channels)
-    return CleanSet(
-        images=images,
-        labels=torch.from_numpy(labels[sel]),
-        ids=torch.from_numpy(sel.astype(np.int64)),
-        source=str(root),
-        num_classes=len(classes),
-        class_names=classes,
-        info={"kind": "folder", "canvas": canvas, "n": n, "seed": seed, "files": len(files)},
-    )
+    """Decode the sampled images of a folder (in parallel threads) into a CleanSet."""
+    return open_folder(root, canvas, n, seed, channels).load()
 
 
 def load_tensor_file(path: Path, n: int | None, seed: int) -> CleanSet:
@@ -153,8 +120,13 @@ def load_tensor_file(path: Path, n: int | None, seed: int) -> CleanSet:
     )
 
 
-def load_data(spec: str, canvas: int | None = None, n: int | None = None, seed: int = 0) -> CleanSet:
-    """Resolve a ``--data`` value (see module docstring)."""
+def open_data(spec: str, canvas: int | None = None, n: int | None = None, seed: int = 0) -> CleanSet | FolderImages:
+    """Like :func:`load_data`, but an image folder comes back listed and sampled, not decoded.
+
+    Decode it with ``.load()`` or, to decode while computing, ``with src.stream() as s:``
+    (see :mod:`satkit.data.stream`). Either way the samples, pixels and fingerprint
+    are those :func:`load_data` gives.
+    """
     if n is not None and n <= 0:
         raise ParameterError(f"--n must be a positive number of images, got {n}")
     if canvas is not None and canvas <= 0:
@@ -167,7 +139,13 @@ def load_data(spec: str, canvas: int | None = None, n: int | None = None, seed: 
     if not p.exists():
         raise DataError(f"data source '{spec}' not found: give 'digits', an image folder or a .safetensors file")
     if p.is_dir():
-        return load_folder(p, canvas, n, seed)
+        return open_folder(p, canvas, n, seed)
     if p.suffix == ".safetensors":
         return load_tensor_file(p, n, seed)
     raise InputFileError(f"{p}: unsupported data file; use an image folder or a satkit .safetensors file")
+
+
+def load_data(spec: str, canvas: int | None = None, n: int | None = None, seed: int = 0) -> CleanSet:
+    """Resolve a ``--data`` value (see module docstring)."""
+    src = open_data(spec, canvas, n, seed)
+    return src.load() if isinstance(src, FolderImages) else src

@@ -1,0 +1,288 @@
+"""Image folders decoded in background threads while the caller computes.
+
+:func:`open_folder` lists and samples a folder without decoding anything and
+returns a :class:`FolderImages`. Its :meth:`FolderImages.stream` starts decoding
+the chosen images, in order, in background threads (PIL releases the GIL while it
+decodes and resizes) into one preallocated uint8 tensor, and an
+:class:`ImageStream` hands out batches as soon as they are decoded. The sha256
+fingerprint is computed in order in a background thread as well, over exactly the
+bytes :func:`satkit.data.base.fingerprint_of` hashes, so a stream and the
+:class:`CleanSet` that :func:`satkit.data.load_data` returns for the same folder
+have the same samples, pixels, labels, ids, fingerprint and provenance.
+
+A decode error surfaces, as the same one-line :class:`DataError` the eager loader
+raises, when the batch holding the bad image is asked for; leaving the stream's
+``with`` block (normally or by an exception) stops and joins its threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from satkit.data.base import CleanSet, Fingerprinter, stratified_sample
+from satkit.errors import DataError
+
+DEFAULT_FOLDER_CANVAS = 224
+DEFAULT_CROP_PCT = 0.875
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class StreamClosed(RuntimeError):
+    """Rows asked for after the stream was closed, before they were decoded."""
+
+
+def list_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Image files (sorted by class folder, then name), their class indices and the class names."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class sub-folders; expected one sub-folder per class (ImageNet val layout)")
+    files: list[Path] = []
+    labels: list[int] = []
+    for ci, c in enumerate(classes):
+        for f in sorted((root / c).iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(ci)
+    if not files:
+        raise DataError(f"{root}: {len(classes)} class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+def decode_resize_into(out: np.ndarray, path: Path, canvas: int, channels: int = 3, crop_pct: float = DEFAULT_CROP_PCT) -> None:
+    """Decode one image into ``out`` (uint8, (C, canvas, canvas)): shorter side -> canvas/crop_pct, center crop.
+
+    Bicubic (antialiased) resize of the fully decoded image. JPEG draft mode
+    (DCT-domain downscaling) is deliberately not used: it changes the pixels.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    mode = "RGB" if channels == 3 else "L"
+    try:
+        with Image.open(path) as im:
+            if im.mode != mode:  # convert() to the same mode would only copy
+                im = im.convert(mode)
+            w, h = im.size
+            scale = (canvas / crop_pct) / min(w, h)
+            nw, nh = max(canvas, round(w * scale)), max(canvas, round(h * scale))
+            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+            left, top = (nw - canvas) // 2, (nh - canvas) // 2
+            im = im.crop((left, top, left + canvas, top + canvas))
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split())[:120]}); remove or replace it") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    out[...] = arr.transpose(2, 0, 1)  # HWC -> CHW, one copy straight into the destination
+
+
+def default_workers(busy_device: bool) -> int:
+    """Decode threads: up to 4 next to a CPU attack (which keeps every core busy), up to 8 when the CPU is otherwise idle.
+
+    Measured on 2 cores: while the main thread imports torch/timm and builds the
+    model it holds the GIL most of the time, so one decode thread gets little
+    done; two finish 500 ImageNet-sized images about when the model is ready.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4 if busy_device else 8, cpus))
+
+
+@dataclass
+class FolderImages:
+    """An image folder listed and sampled but not decoded: the samples ``load_data`` would decode, in order."""
+
+    files: list[Path]  # the chosen image files, in sample order
+    labels: torch.Tensor  # int64 (N,)
+    ids: torch.Tensor  # int64 (N,): positions in the whole sorted listing
+    source: str
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    size: int = DEFAULT_FOLDER_CANVAS
+    channels: int = 3
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def canvas(self) -> tuple[int, int, int]:
+        return self.channels, self.size, self.size
+
+    def stream(self, *, workers: int | None = None, chunk: int = 16, fingerprint: bool = True) -> "ImageStream":
+        """Start decoding in the background; use the result as a context manager."""
+        return ImageStream(self, workers=workers, chunk=chunk, fingerprint=fingerprint)
+
+    def load(self, *, workers: int | None = None) -> CleanSet:
+        """Decode everything now (in parallel) and return the CleanSet."""
+        with self.stream(workers=workers if workers is not None else default_workers(busy_device=False), fingerprint=False) as s:
+            return s.clean_set()
+
+
+def open_folder(root: Path, canvas: int | None, n: int | None, seed: int, channels: int = 3) -> FolderImages:
+    """List and sample ``root`` (nothing is decoded yet)."""
+    size = canvas or DEFAULT_FOLDER_CANVAS
+    files, labels, classes = list_folder(root)
+    sel = stratified_sample(labels, n, seed)  # sample before decoding: only chosen images are read
+    return FolderImages(
+        files=[files[i] for i in sel],
+        labels=torch.from_numpy(labels[sel]),
+        ids=torch.from_numpy(sel.astype(np.int64)),
+        source=str(root),
+        num_classes=len(classes),
+        class_names=classes,
+        info={"kind": "folder", "canvas": size, "n": n, "seed": seed, "files": len(files)},
+        size=size,
+        channels=channels,
+    )
+
+
+class ImageStream:
+    """Images of a :class:`FolderImages` decoded in order by background threads into ``images``.
+
+    Work is split into chunks of ``chunk`` images (independent of the consumer's
+    batch size), queued in order on ``workers`` threads; nothing bounds how far
+    decoding runs ahead, since every image ends up in ``images`` (which the
+    attack file stores) anyway. Has the attributes of a CleanSet that provenance reads (``source``, ``labels``,
+    ``ids``, ``num_classes``, ``canvas``, ``info``, ``fingerprint``) and
+    ``images``, whose rows are valid once :meth:`wait` returned for them.
+    """
+
+    def __init__(self, src: FolderImages, *, workers: int | None = None, chunk: int = 16, fingerprint: bool = True):
+        if chunk <= 0:
+            raise ValueError("chunk must be positive")
+        self.src = src
+        self.source, self.labels, self.ids = src.source, src.labels, src.ids
+        self.num_classes, self.class_names, self.info = src.num_classes, src.class_names, src.info
+        n = len(src)
+        self.images = torch.empty((n, *src.canvas), dtype=torch.uint8)
+        self._pixels = self.images.numpy()  # the same memory, written by the decode threads
+        self._bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+        self._chunk = chunk
+        self._fp = Fingerprinter(tuple(self.images.shape), self.images.dtype) if fingerprint else None
+        self._stop = threading.Event()
+        self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=workers or default_workers(busy_device=True), thread_name_prefix="satkit-decode")
+        self._decoded: list[Future] = [self._pool.submit(self._decode, s, e) for s, e in self._bounds]
+        self._hasher: ThreadPoolExecutor | None = None
+        self._hashed: list[Future] = []
+        if self._fp is not None:  # one thread, FIFO: the chunks are hashed in order, each once it is decoded
+            self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="satkit-hash")
+            self._hashed = [self._hasher.submit(self._hash, j) for j in range(len(self._bounds))]
+
+    # ---- background work -------------------------------------------------
+
+    def _decode(self, start: int, stop: int) -> None:
+        s = self.src
+        for i in range(start, stop):
+            if self._stop.is_set():
+                raise StreamClosed("image stream closed before these images were decoded")
+            decode_resize_into(self._pixels[i], s.files[i], s.size, s.channels)
+
+    def _hash(self, j: int) -> None:
+        self._decoded[j].result()  # raises the decode error (or CancelledError after close)
+        s, e = self._bounds[j]
+        assert self._fp is not None
+        self._fp.update(self.images[s:e])
+
+    # ---- consumer side -------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def canvas(self) -> tuple[int, int, int]:
+        return self.src.canvas
+
+    def wait(self, start: int, stop: int) -> torch.Tensor:
+        """Block until rows ``start:stop`` are decoded and return them (a view of ``images``).
+
+        Raises the DataError of the first undecodable image among them, and
+        :class:`StreamClosed` for rows the stream was closed before decoding.
+        """
+        if stop > start:
+            for j in range(start // self._chunk, (stop - 1) // self._chunk + 1):
+                try:
+                    self._decoded[j].result()
+                except CancelledError:
+                    raise StreamClosed("image stream closed before these images were decoded") from None
+        return self.images[start:stop]
+
+    def batches(
+        self, batch_size: int, prepare: Callable[[torch.Tensor], Any] | None = None
+    ) -> Iterator[tuple[slice, torch.Tensor, Any]]:
+        """Yield ``(slice, uint8 batch, prepared)`` in order.
+
+        ``prepare(batch)`` (e.g. a float conversion into pinned memory for a GPU
+        copy) runs in a background thread one batch ahead; without it ``prepared``
+        is None.
+        """
+        n = len(self)
+        slices = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+        if prepare is None:
+            for sl in slices:
+                yield sl, self.wait(sl.start, sl.stop), None
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="satkit-prepare") as prep:
+            ahead: Future | None = None
+
+            def job(sl: slice) -> Any:
+                return prepare(self.wait(sl.start, sl.stop))
+
+            try:
+                for k, sl in enumerate(slices):
+                    fut = ahead if ahead is not None else prep.submit(job, sl)
+                    ahead = prep.submit(job, slices[k + 1]) if k + 1 < len(slices) else None
+                    yield sl, self.images[sl], fut.result()
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+
+    def wait_all(self) -> None:
+        self.wait(0, len(self))
+
+    @property
+    def fingerprint(self) -> str:
+        """The CleanSet fingerprint of the decoded images (waits for decoding and hashing to finish)."""
+        self.wait_all()
+        if self._fp is None:
+            return self.clean_set().fingerprint
+        for f in self._hashed:
+            f.result()
+        return self._fp.hexdigest(self.labels, self.ids)
+
+    def clean_set(self) -> CleanSet:
+        """Everything decoded, as a CleanSet (shares ``images``)."""
+        self.wait_all()
+        return CleanSet(
+            images=self.images, labels=self.labels, ids=self.ids, source=self.source,
+            num_classes=self.num_classes, class_names=self.class_names, info=self.info,
+        )
+
+    # ---- lifetime ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop decoding and join the threads (idempotent). Decoded rows stay readable."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "ImageStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
