@@ -247,13 +247,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
-    ap.add_argument("--only", choices=["pgd", "transfer", "memory", "job", "counts"], nargs="+", help="run only these parts")
+    ap.add_argument("--only", choices=["pgd", "transfer", "memory", "job", "counts", "study"], nargs="+", help="run only these parts")
     a = ap.parse_args()
     torch.manual_seed(0)
     res: dict = {"machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                              "python": platform.python_version(), "cuda": torch.cuda.is_available()}}
     eps = 8 / 255
-    want = set(a.only or ["pgd", "transfer", "memory", "job", "counts"])
+    want = set(a.only or ["pgd", "transfer", "memory", "job", "counts", "study"])
     if a.only and a.out.exists():  # update a previous run's JSON part by part
         res = {**json.loads(a.out.read_text()), "machine": res["machine"]}
     if "pgd" in want:
@@ -270,6 +270,11 @@ def main() -> None:
             res["attack_job"] = bench_attack_job(tmp, 100 if a.quick else 500, 2 if a.quick else a.steps)
         if "counts" in want:
             res["study_counts"] = bench_study_counts(tmp)
+        if "study" in want:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from study_scale import run_all
+
+            res["study_scale"] = run_all(tmp)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=2))
     print_table(res)
@@ -277,6 +282,13 @@ def main() -> None:
 
 def print_table(res: dict) -> None:
     print(f"machine: {res['machine']}")
+    if "pgd" not in res:  # a partial run (--only): print what is there
+        if "study_scale" in res:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from study_scale import print_scale
+
+            print_scale(res["study_scale"])
+        return
     print("\nPGD (CPU fp32), per step; ratios > 1 mean satkit is faster")
     print(f"{'model':24} {'fwd s':>7} {'floor s':>8} {'satkit s':>9} {'step/fwd':>9} {'step/floor':>10} {'vs TA':>6} {'vs ART':>7}  success (satkit/TA/ART)")
     for r in res["pgd"]:
@@ -299,6 +311,11 @@ def print_table(res: dict) -> None:
     c = res["study_counts"]
     print(f"\nstudy of {c['models']} models: {c['model_loads']} model loads (minimum {c['min_model_loads']}), "
           f"{c['transfer_forward']} transfer forwards (minimum sum |X_AB| = {c['min_transfer_forward']})")
+    if "study_scale" in res:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from study_scale import print_scale
+
+        print_scale(res["study_scale"])
 
 
 if __name__ == "__main__":
