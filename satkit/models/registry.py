@@ -5,7 +5,8 @@ Spec forms (first match wins):
 - ``digits/<name>``: a built-in digits zoo model (``satkit zoo list``).
 - a path ending in ``.safetensors``: a state dict; needs ``arch`` (a timm
   architecture or a zoo architecture such as ``digits/resnet``).
-- a path ending in ``.pt2``: a ``torch.export`` program.
+- a path ending in ``.pt2``: a ``torch.export`` program holding raw tensors only
+  (archives with pickled payloads need ``allow_pickle=True``).
 - a path ending in ``.pt``/``.pth``/``.ts``: TorchScript; or, with ``arch``, a
   plain state dict loaded with ``weights_only=True``; a pickled full model only
   with ``allow_pickle=True`` (unpickling runs code from the file).
@@ -31,6 +32,7 @@ import torch.nn as nn
 
 from satkit.errors import ModelError
 from satkit.io.tensorfile import file_sha256
+from satkit.models.untrusted import check_pt2_archive, no_code_from_files
 from satkit.models.wrapper import ClassifierWrapper, DataConfig, LoadedModel
 
 ZOO_PREFIX = "digits/"
@@ -100,6 +102,17 @@ def load_model(spec: str, opts: ModelOptions | None = None, device: torch.device
     s = spec.strip()
     if not s:
         raise ModelError("empty model spec; give a timm name, digits/<name>, or a model file")
+    # Without --allow-pickle nothing a loader does may unpickle code (see satkit.models.untrusted).
+    guard = contextlib.nullcontext() if opts.allow_pickle else no_code_from_files(s)
+    with guard, _quiet():  # loaders log their own tracebacks (torch.export's fallbacks); errors come as ModelError
+        lm = _resolve(s, spec, opts)
+    if opts.name:
+        lm.name = opts.name
+    lm.module.to(device)
+    return lm
+
+
+def _resolve(s: str, spec: str, opts: ModelOptions) -> LoadedModel:
     if s.startswith(ZOO_PREFIX) and not _looks_like_path(s.removeprefix(ZOO_PREFIX)):
         lm = _load_zoo(s)
     elif _looks_like_path(s):
@@ -114,9 +127,6 @@ def load_model(spec: str, opts: ModelOptions | None = None, device: torch.device
             lm = _load_torch_file(p, spec, opts)
     else:
         lm = _load_timm(s, opts)
-    if opts.name:
-        lm.name = opts.name
-    lm.module.to(device)
     return lm
 
 
@@ -401,6 +411,8 @@ def _load_torch_file(p: Path, spec: str, opts: ModelOptions) -> LoadedModel:
 
 
 def _load_export(p: Path, spec: str, opts: ModelOptions) -> LoadedModel:
+    if not opts.allow_pickle:
+        check_pt2_archive(p)
     try:
         ep = torch.export.load(str(p))
         model = ep.module()
