@@ -144,7 +144,7 @@ def make_attack_files(tmp: Path, n: int, k: int, labels_from=None, prefix: str =
 
 
 def bench_transfer(name: str, tmp: Path, n: int, batch: int) -> dict:
-    from satkit.analysis.transfer import open_attack_files, run_transfer
+    from satkit.transfer import open_attack_files, run_transfer
     from satkit.attacks.quantize import as_float
 
     lm = wrapped(name)

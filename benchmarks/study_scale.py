@@ -54,7 +54,7 @@ def _run(out: Path, executor=None, cli_ray: bool = False) -> float:
 
     t0 = time.perf_counter()
     if cli_ray:
-        from satkit.executors import RayExecutor
+        from satkit.study.executors import RayExecutor
 
         with RayExecutor("local") as ex:
             run_study(MODELS, out_dir=out, params=AttackParams(eps=0.1, steps=STEPS), n=N, analyses=False, executor=ex)
@@ -64,7 +64,7 @@ def _run(out: Path, executor=None, cli_ray: bool = False) -> float:
 
 
 def bench_executors(tmp: Path) -> dict:
-    from satkit.executors import DeviceExecutor
+    from satkit.study.executors import DeviceExecutor
 
     res = {"local_s": _run(tmp / "local")}
     ref = [(tmp / "local" / f).read_bytes() for f in ("sat.csv", "sat_long.csv")]

@@ -13,8 +13,8 @@ from scipy.stats import pearsonr
 from typer.testing import CliRunner
 
 from satkit.analysis.approx import approx_from_study, read_study
-from satkit.analysis.sat import sat_value
-from satkit.analysis.simmatrix import read_similarity_matrix
+from satkit.matrix.sat import sat_value
+from satkit.matrix.square import read_similarity_matrix
 from satkit.attacks import AttackParams
 from satkit.cli.app import app
 from satkit.models import load_model

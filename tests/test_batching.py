@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from satkit.batching import fastest_small, largest_fitting, parse_batch_size, powers_of_two, resolve_batch_size
+from satkit.models.batching import fastest_small, largest_fitting, parse_batch_size, powers_of_two, resolve_batch_size
 from satkit.data import load_data
 from satkit.errors import ParameterError
 from satkit.models import load_model

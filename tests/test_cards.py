@@ -8,8 +8,8 @@ import types
 import polars as pl
 import pytest
 
-from satkit.analysis import cards as cards_mod
-from satkit.analysis.cards import (
+import satkit.cards as cards_mod
+from satkit.cards import (
     ALIASES,
     COMPONENTS,
     NAME,
@@ -27,7 +27,8 @@ def paper_cards() -> pl.DataFrame:
 
 
 def row(df: pl.DataFrame, name: str) -> dict[str, str]:
-    return df.filter(pl.col(NAME) == name).row(0, named=True)
+    r = df.filter(pl.col(NAME) == name).row(0, named=True)
+    return {c: r[c] for c in COMPONENTS}
 
 
 def write_csv(path, rows: list[dict[str, str]], columns: list[str] | None = None) -> str:
@@ -53,7 +54,7 @@ def test_paper_table_has_69_models_and_13_components():
 def test_paper_table_rows_checked_by_hand():
     df = paper_cards()
     # CW attention "No": the text dump dropped the Location cell; last value is Group conv
-    assert row(df, "botnet26t_256") == {
+    assert row(df, "botnet26t_256") | {NAME: "botnet26t_256"} == {
         NAME: "botnet26t_256", "Base architecture": "CNN", "Hierarchical structure": "Yes", "Stem layer": "3s2/3/3",
         "Input resolution": "256 256", "Normalization": "BN", "Activation": "ReLU", "Pooling (stem)": "Yes",
         "Pooling (final)": "GAP", "2D SA": "Yes (BoT)", "CW attention": "No", "Location of CW attention": "~",
@@ -119,31 +120,15 @@ def test_builtin_cards_include_paper_models():
     assert df[NAME].n_unique() == df.height
 
 
-def test_zoo_cards_named_digits_model(monkeypatch):
-    import satkit.models
+def test_shipped_zoo_cards_equal_the_zoo_architectures():
+    """satkit/cards/digits_zoo.csv is the zoo's cards written out: every model, every component, same values."""
+    from satkit.models import zoo
 
-    arch = types.SimpleNamespace(card={c: "x" for c in COMPONENTS[:-1]})  # last component left out
-    fake = types.ModuleType("satkit.models.zoo")
-    fake.COMPONENTS = list(COMPONENTS)
-    fake.ZOO_ARCHS = {"resnet": arch}
-    fake.ZOO_MODELS = {"resnet-s1": types.SimpleNamespace(arch="resnet"), "resnet-s2": types.SimpleNamespace(arch="resnet")}
-    monkeypatch.setitem(sys.modules, "satkit.models.zoo", fake)
-    monkeypatch.setattr(satkit.models, "zoo", fake, raising=False)
     df = load_cards()
-    assert df.height == 71
-    card = row(df, "digits/resnet-s1")
-    assert card["Base architecture"] == "x"
-    assert card["Group conv"] == "~"  # not described by the zoo -> not applicable
-
-
-def test_real_zoo_cards_if_present():
-    try:
-        from satkit.models import zoo
-    except ImportError:
-        pytest.skip("satkit.models.zoo not available")
-    assert list(zoo.COMPONENTS) == COMPONENTS
-    names = set(load_cards()[NAME].to_list())
-    assert {f"digits/{m}" for m in zoo.ZOO_MODELS} <= names
+    assert df.height == 69 + len(zoo.ZOO_MODELS)
+    for model, spec in zoo.ZOO_MODELS.items():
+        want = {c: zoo.ZOO_ARCHS[spec.arch].card.get(c, "~") for c in COMPONENTS}
+        assert row(df, f"digits/{model}") == want, model
 
 
 def test_user_csv_overrides_and_normalizes(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from tests.cli_helpers import assert_clean_error, run, runner  # noqa: F401
 
-from satkit.analysis.cards import COMPONENTS, NAME
+from satkit.cards import COMPONENTS, NAME
 from satkit.cli import common as c
 from satkit.cli.app import app
 

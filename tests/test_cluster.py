@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from satkit.analysis.cards import COMPONENTS, NAME
+from satkit.cards import COMPONENTS, NAME
 from satkit.analysis.cluster import (
     affinity,
     plot_spectral_distances,

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from satkit.analysis.distill import DistillConfig, distill, recommend_teachers, teacher_student_sat
-from satkit.analysis.simmatrix import write_similarity_matrix
+from satkit.matrix.square import write_similarity_matrix
 from satkit.cli.app import app
 from satkit.data import load_data
 from satkit.errors import MismatchError

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from satkit.analysis.ensemble import (
     EnsembleData, analyze_ensembles, cluster_grid, error_reduction_rate, greedy_select, top1_error,
 )
-from satkit.analysis.logits import open_logits_files, read_logits
-from satkit.analysis.simmatrix import write_similarity_matrix
+from satkit.logits import open_logits_files, read_logits
+from satkit.matrix.square import write_similarity_matrix
 from satkit.cli.app import app
 from satkit.errors import MismatchError
 from satkit.io.tensorfile import write_satkit_file
@@ -244,7 +244,7 @@ def test_logits_cli_matches_attack_sample(tmp_path):
 
 
 def test_logits_nan_is_model_error(tmp_path, tiny):
-    from satkit.analysis.logits import compute_logits
+    from satkit.logits import compute_logits
     from satkit.data import load_data
     from satkit.errors import ModelError
 
@@ -256,7 +256,7 @@ def test_logits_nan_is_model_error(tmp_path, tiny):
 
 
 def test_logits_without_images(tmp_path, tiny):
-    from satkit.analysis.logits import compute_logits, save_logits
+    from satkit.logits import compute_logits, save_logits
     from satkit.data import load_data
 
     res = compute_logits(tiny(), load_data("digits", n=20), store_images=False)

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from satkit.analysis.cards import COMPONENTS, NAME
+from satkit.cards import COMPONENTS, NAME
 from satkit.analysis.importance import feature_importance, pair_features, plot_importance
 from satkit.errors import ParameterError
 

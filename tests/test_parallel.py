@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from satkit.attacks import AttackParams
-from satkit.executors import DeviceExecutor, parse_devices
+from satkit.study.executors import DeviceExecutor, parse_devices
 from satkit.errors import ParameterError, SatkitError
 from satkit.study import run_study
 from tests.cli_helpers import assert_clean_error, run

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from satkit.analysis.sat import build_matrix, sat_value
+from satkit.matrix.sat import build_matrix, sat_value
 from satkit.errors import InputFileError, MismatchError, ParameterError
 
 
@@ -108,7 +108,7 @@ def test_bad_tables():
 
 
 def test_bootstrap_ci_brackets_the_estimate_and_shrinks_with_n():
-    from satkit.analysis.sat import bootstrap_ci
+    from satkit.matrix.sat import bootstrap_ci
 
     def table(n, rate_ab, rate_ba, seed):
         rng = np.random.default_rng(seed)

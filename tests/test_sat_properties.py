@@ -8,7 +8,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satkit.analysis.sat import build_matrix, sat_value
+from satkit.matrix.sat import build_matrix, sat_value
 
 eps_s_st = st.sampled_from([1e-3, 0.1, 1.0, 5.0])
 

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from satkit.analysis.simmatrix import read_similarity_matrix, write_similarity_matrix
+from satkit.matrix.square import read_similarity_matrix, write_similarity_matrix
 from satkit.errors import InputFileError, ParameterError, SatkitError
 
 

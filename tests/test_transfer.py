@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 import torch
 
-from satkit.analysis.sat import build_matrix
-from satkit.analysis.transfer import open_attack_files, run_transfer
+from satkit.matrix.sat import build_matrix
+from satkit.transfer import open_attack_files, run_transfer
 from satkit.attacks import AttackParams, run_attack, save_attack
 from satkit.data import load_data
 from satkit.errors import DataError, InputFileError, MismatchError

@@ -10,7 +10,7 @@ the adversarial samples of the existing networks")::
 
 with X_NB the samples N and B both classify correctly when clean, x_N the
 adversarial example made on N, ``eps_s`` the study's floor (percent), natural
-log -- exactly :func:`satkit.analysis.sat.sat_value` with both directions set
+log -- exactly :func:`satkit.matrix.sat.sat_value` with both directions set
 to the same count. It is not symmetric; the paper reports 0.82 Pearson
 correlation between approximate and full scores.
 
@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import polars as pl
 
-from satkit.analysis.sat import DEFAULT_EPS_S, sat_value
+from satkit.matrix.sat import DEFAULT_EPS_S, sat_value
 from satkit.attacks.base import AttackParams
 from satkit.errors import InputFileError, MismatchError, ParameterError
 from satkit.models.registry import ModelOptions, model_display_name
@@ -147,7 +147,7 @@ def approx_rows(
     on_event: EventFn | None = None,
 ) -> tuple[pl.DataFrame, int, list[str]]:
     """Evaluate every known model on N's adversarials (via :func:`run_transfer`); one row per known model."""
-    from satkit.analysis.transfer import run_transfer
+    from satkit.transfer import run_transfer
     from satkit.models import load_model
 
     rows, fwd, warnings = [], 0, []
@@ -251,8 +251,8 @@ def approx_from_study(
     file of ``new`` made with the same weights and settings (a leave-one-out
     check), it is reused unless ``reuse_attack`` is False.
     """
-    from satkit.analysis.simmatrix import read_similarity_matrix
-    from satkit.analysis.transfer import open_attack_files
+    from satkit.matrix.square import read_similarity_matrix
+    from satkit.transfer import open_attack_files
     from satkit.data import load_data
 
     st = read_study(study_dir)
@@ -323,7 +323,7 @@ def approx_explicit(
     on_event: EventFn | None = None,
 ) -> ApproxResult:
     """Approximate SAT of ``new`` against an explicit list of known models (no study; clean passes needed)."""
-    from satkit.analysis.transfer import open_attack_files
+    from satkit.transfer import open_attack_files
 
     if eps_s <= 0:
         raise ParameterError(f"--eps-s must be positive, got {eps_s}")

@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from satkit.analysis.plots import SUFFIX_FORMATS, new_figure, save_figure  # noqa: F401
 from satkit.errors import ParameterError
 
-SUFFIX_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
 
 @dataclass
@@ -232,7 +232,7 @@ def spectral_cluster(
 
 def card_words(card: dict[str, str]) -> list[str]:
     """A card as a document: one word ``"Component: value"`` per applicable component."""
-    from satkit.analysis.cards import COMPONENTS, NA
+    from satkit.cards import COMPONENTS, NA
 
     return [f"{c}: {card[c]}" for c in COMPONENTS if card.get(c, NA) != NA]
 
@@ -257,7 +257,7 @@ def tfidf_keywords(
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from satkit.analysis.cards import cards_for, COMPONENTS
+    from satkit.cards import cards_for, COMPONENTS
 
     labels = np.asarray(labels)
     if len(labels) != len(names):
@@ -293,28 +293,6 @@ def _cluster_keywords(cluster: int, W: np.ndarray, words: np.ndarray, top: int) 
 
 
 # ----------------------------------------------------------------------------- plots
-
-
-def save_figure(fig, path: str | os.PathLike) -> None:
-    """Write a matplotlib Figure atomically; the format follows the suffix (.png, .svg, .pdf)."""
-    fmt = SUFFIX_FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise ParameterError(f"{path}: unknown plot format; use a .png, .svg or .pdf file name")
-    from satkit.io.atomic import atomic_output
-
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150)
-
-
-def new_figure(width: float, height: float):
-    # Figure + Agg canvas directly: no pyplot, so no global backend switch and
-    # no figure registry that leaks memory in long-running processes.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _cluster_order(result: ClusterResult) -> list[int]:

@@ -347,7 +347,7 @@ def teacher_student_sat(names: Sequence[str], S: np.ndarray, teacher: str, proxi
 
 
 def _student_card(student: str, cards: pl.DataFrame | None) -> dict[str, str] | None:
-    from satkit.analysis.cards import card_of
+    from satkit.cards import card_of
     from satkit.models import zoo
 
     card = card_of(student, cards)
@@ -372,7 +372,7 @@ def recommend_teachers(
     represented by its trained models in the matrix. Returns rank, teacher,
     base_architecture, same_base (null when unknown), sat, reason.
     """
-    from satkit.analysis.cards import card_of
+    from satkit.cards import card_of
     from satkit.errors import MismatchError
 
     names = list(names)

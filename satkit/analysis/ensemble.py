@@ -63,7 +63,7 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
-from satkit.analysis.logits import Logits, top1_error
+from satkit.logits import Logits, top1_error
 from satkit.errors import MismatchError, ParameterError
 
 MAX_SIZE = 5
@@ -508,7 +508,7 @@ def analyze_ensembles(
 
 def plot_sat_vs_err(report: EnsembleReport, path) -> None:
     """Scatter of SAT vs ERR over all pairs with the least-squares line (paper Fig. 6)."""
-    from satkit.analysis.cluster import new_figure, save_figure
+    from satkit.analysis.plots import new_figure, save_figure
 
     pairs = report.pairs().filter(pl.col("sat").is_not_null() & pl.col("err").is_not_null())
     if pairs.height == 0:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from satkit.analysis.cards import COMPONENTS, cards_for
+from satkit.cards import COMPONENTS, cards_for
 from satkit.errors import ParameterError
 
 MIN_PAIRS = 10  # below this neither the fit nor the cross-validation means anything
@@ -194,7 +194,7 @@ def feature_importance(
 
 def plot_importance(result: ImportanceResult, path: str | os.PathLike) -> None:
     """Horizontal bar plot of the importances with their std (paper Fig. 3); .png/.svg/.pdf by suffix."""
-    from satkit.analysis.cluster import new_figure, save_figure
+    from satkit.analysis.plots import new_figure, save_figure
 
     n = len(result.components)
     fig = new_figure(7, 1.0 + 0.35 * n)

@@ -115,7 +115,7 @@ def approx(
                                     model_options=known_opts, save_attack_to=save_attack, reuse_attack=reuse, on_event=on_event)
         else:
             from satkit.analysis.approx import approx_explicit
-            from satkit.analysis.simmatrix import read_similarity_matrix
+            from satkit.matrix.square import read_similarity_matrix
             from satkit.attacks import AttackParams
             from satkit.data import load_data
             from satkit.study import DIGITS_EPS

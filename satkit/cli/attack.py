@@ -54,7 +54,7 @@ def attack(
     """
     from satkit.attacks import AttackParams, run_attack, save_attack
     from satkit.attacks.shards import attack_shard
-    from satkit.batching import resolve_batch_size
+    from satkit.models.batching import resolve_batch_size
     from satkit.data import FolderImages, ImageStream, load_data, open_data
     from satkit.models.registry import prepare_model
     from satkit.data.stream import default_workers

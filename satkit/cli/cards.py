@@ -31,7 +31,7 @@ def cards_list(cards: Optional[str] = CardsOpt) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from satkit.analysis.cards import NAME, load_cards
+    from satkit.cards import NAME, load_cards
 
     df = load_cards(cards)
     names = df[NAME].to_list()
@@ -60,7 +60,7 @@ def cards_show(
     """
     import difflib
 
-    from satkit.analysis.cards import COMPONENTS, NAME, card_of, load_cards
+    from satkit.cards import COMPONENTS, NAME, card_of, load_cards
     from satkit.errors import ParameterError
 
     df = load_cards(cards)
@@ -88,7 +88,7 @@ def cards_export(
 
         satkit cards export -o cards.csv
     """
-    from satkit.analysis.cards import load_cards
+    from satkit.cards import load_cards
     from satkit.io.atomic import check_output_path
     from satkit.io.tables import write_table
 

@@ -15,7 +15,7 @@ N_KEYWORDS = 5  # TF-IDF keywords per cluster (paper Table 1)
 
 def check_plot_path(path: Optional[Path], option: str) -> None:
     """Fail early on a plot path with an unknown suffix or an unwritable directory."""
-    from satkit.analysis.cluster import SUFFIX_FORMATS
+    from satkit.analysis.plots import SUFFIX_FORMATS
     from satkit.io.atomic import check_output_path
 
     if path is None:
@@ -124,9 +124,9 @@ def cluster(
 
         satkit matrix transfer/*.csv | satkit cluster - -q
     """
-    from satkit.analysis.cards import load_cards
+    from satkit.cards import load_cards
     from satkit.analysis.cluster import plot_spectral_distances, plot_tsne, spectral_cluster, tfidf_keywords
-    from satkit.analysis.simmatrix import read_similarity_matrix
+    from satkit.matrix.square import read_similarity_matrix
     from satkit.io.atomic import check_output_path
     from satkit.io.tables import write_table
 

@@ -164,6 +164,6 @@ def parse_shard(value: Optional[str]) -> Optional[tuple[int, int]]:
 
 
 def batch_size_value(value: str):
-    from satkit.batching import parse_batch_size
+    from satkit.models.batching import parse_batch_size
 
     return parse_batch_size(value)

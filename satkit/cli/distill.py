@@ -73,9 +73,9 @@ def _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output) -> N
     from rich.markup import escape
     from rich.table import Table
 
-    from satkit.analysis.cards import load_cards
+    from satkit.cards import load_cards
     from satkit.analysis.distill import recommend_teachers
-    from satkit.analysis.simmatrix import read_similarity_matrix
+    from satkit.matrix.square import read_similarity_matrix
     from satkit.io.atomic import check_output_path
     from satkit.io.tables import write_table
 
@@ -109,7 +109,7 @@ def _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, so
         DistillConfig, append_metrics, distill as run_distill, metrics_row, resolve_student, save_student,
         student_proxies, teacher_student_sat,
     )
-    from satkit.analysis.simmatrix import read_similarity_matrix
+    from satkit.matrix.square import read_similarity_matrix
     from satkit.data import load_data
     from satkit.devices import resolve_device
     from satkit.io.atomic import check_output_path

@@ -54,8 +54,8 @@ def ensemble(
         satkit ensemble logits/*.safetensors --sat sat.csv -k 6 --select 3 --grid grid.csv
     """
     from satkit.analysis.ensemble import analyze_ensembles, grid_wide, plot_sat_vs_err, read_clusters_table
-    from satkit.analysis.logits import open_logits_files
-    from satkit.analysis.simmatrix import read_similarity_matrix
+    from satkit.logits import open_logits_files
+    from satkit.matrix.square import read_similarity_matrix
     from satkit.cli.cluster import check_distinct_outputs, check_plot_path
     from satkit.io.atomic import atomic_output, check_output_path
     from satkit.io.tables import write_table

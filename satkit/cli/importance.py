@@ -55,9 +55,9 @@ def importance(
 
         satkit importance sat.csv --cards my_cards.csv
     """
-    from satkit.analysis.cards import load_cards
+    from satkit.cards import load_cards
     from satkit.analysis.importance import feature_importance, plot_importance
-    from satkit.analysis.simmatrix import read_similarity_matrix
+    from satkit.matrix.square import read_similarity_matrix
     from satkit.cli.cluster import check_distinct_outputs, check_plot_path, check_stdin_once, warn_missing_cards
     from satkit.io.atomic import check_output_path
     from satkit.io.tables import write_table

@@ -46,7 +46,7 @@ def logits(
 
         satkit logits resnet50 --data /data/imagenet/val --n 5000 -o logits/resnet50.safetensors
     """
-    from satkit.analysis.logits import compute_logits, save_logits
+    from satkit.logits import compute_logits, save_logits
     from satkit.data import load_data
     from satkit.devices import resolve_device
     from satkit.io.atomic import check_output_path

@@ -32,7 +32,7 @@ def matrix(
 
         satkit matrix t.csv --per-sample samples.parquet --ci 0.95 --long long.csv   # is my sample big enough?
     """
-    from satkit.analysis.sat import build_matrix
+    from satkit.matrix.sat import build_matrix
     from satkit.cli.render import render_matrix
     from satkit.io.atomic import check_output_path
     from satkit.io.tables import read_table, write_table
@@ -51,7 +51,7 @@ def matrix(
     if ci is not None:
         import polars as pl
 
-        from satkit.analysis.sat import bootstrap_ci
+        from satkit.matrix.sat import bootstrap_ci
 
         samples = pl.concat([read_table(p, "per-sample table") for p in per_sample], how="diagonal_relaxed")
         m.long = m.long.join(bootstrap_ci(samples, m.names, eps_s=eps_s, level=ci, n_boot=n_boot), on=["a", "b"], how="left")

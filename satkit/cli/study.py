@@ -90,7 +90,7 @@ def study(
         return
     import contextlib
 
-    from satkit.executors import DeviceExecutor, RayExecutor, parse_devices
+    from satkit.study.executors import DeviceExecutor, RayExecutor, parse_devices
 
     executor, where = None, None
     if devices is not None:

@@ -41,11 +41,11 @@ def transfer(
     """
     import polars as pl
 
-    from satkit.analysis.transfer import open_attack_files, run_transfer
+    from satkit.transfer import open_attack_files, run_transfer
     from satkit.devices import resolve_device
     from satkit.io.atomic import check_output_path
     from satkit.io.tables import write_table
-    from satkit.batching import resolve_batch_size
+    from satkit.models.batching import resolve_batch_size
     from satkit.models import load_model
     from satkit.models.registry import prepare_model
 
@@ -80,7 +80,7 @@ def transfer(
             tables.append(res.table())
             if per_sample is not None:
                 samples.append(res.per_sample_table())
-    from satkit.analysis.transfer import TRANSFER_SCHEMA
+    from satkit.transfer import TRANSFER_SCHEMA
 
     write_table(pl.concat(tables) if tables else pl.DataFrame(schema=TRANSFER_SCHEMA), output)
     if per_sample is not None:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from satkit.errors import ModelError, ParameterError
 from satkit.models.wrapper import DataConfig, preprocess
 
-from satkit.analysis.cards import COMPONENTS  # the paper's 13 model-card columns, in its order
+from satkit.cards import COMPONENTS  # the paper's 13 model-card columns, in its order
 
 NUM_CLASSES = 10
 ZOO_PREFIX = "digits/"

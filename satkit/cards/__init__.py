@@ -18,9 +18,8 @@ cards are
   - The paper lists ``hrnet_w64`` as "HRNet-W32" in its name table; the timm
     name (``hrnet_w64``) is what was run, so that is the key here.
 
-* one card per built-in digits-zoo model, named ``digits/<model>`` and taken
-  from its architecture's card in :mod:`satkit.models.zoo` (when that module is
-  available; without it only the paper cards are built in).
+* ``satkit/cards/digits_zoo.csv``: one card per built-in digits-zoo model,
+  named ``digits/<model>``, its architecture's card in :mod:`satkit.models.zoo`.
 
 A user CSV (``Model name`` + the 13 columns) adds cards or replaces built-in
 ones with the same name.
@@ -56,7 +55,10 @@ COMPONENTS: list[str] = [
     "Group conv",
 ]
 
-PAPER_CARDS = Path(__file__).resolve().parent.parent / "cards" / "paper69.csv"
+PAPER_CARDS = Path(__file__).resolve().parent / "paper69.csv"
+# Written from the zoo architectures' cards (tests/test_cards.py keeps the two equal),
+# so card handling never imports the models.
+ZOO_CARDS = Path(__file__).resolve().parent / "digits_zoo.csv"
 
 # Paper (timm 0.6.7) name -> timm 1.0 name with the pretrained tag that holds the
 # same weights. Only names that no longer resolve in timm 1.0 are listed.
@@ -115,20 +117,7 @@ def _paper_rows() -> dict[str, dict[str, str]]:
 
 
 def _zoo_rows() -> dict[str, dict[str, str]]:
-    """Cards of the built-in digits zoo, or none when the zoo module is absent."""
-    try:
-        # lazy: the zoo pulls in torch, which card handling alone does not need
-        from satkit.models import zoo  # type: ignore[attr-defined]
-    except ImportError:
-        return {}  # fallback: paper cards only
-    archs = getattr(zoo, "ZOO_ARCHS", {})
-    rows: dict[str, dict[str, str]] = {}
-    for model, spec in getattr(zoo, "ZOO_MODELS", {}).items():
-        arch = archs.get(getattr(spec, "arch", None))
-        card = dict(getattr(arch, "card", None) or {})
-        # a component the zoo does not describe is "not applicable", not an error
-        rows[f"digits/{model}"] = {c: _norm(card.get(c)) for c in COMPONENTS}
-    return rows
+    return _rows_from_frame(pl.read_csv(ZOO_CARDS, infer_schema=False), str(ZOO_CARDS))
 
 
 def load_cards(path: str | os.PathLike | None = None) -> pl.DataFrame:
@@ -220,10 +209,3 @@ def unresolved_timm_names(names: list[str], require_pretrained: bool = False) ->
         if not ok:
             bad.append(name)
     return bad
-
-
-def check_components(components: list[str]) -> None:
-    """Fail when a component name is not one of the 13 (for options naming components)."""
-    unknown = [c for c in components if c not in COMPONENTS]
-    if unknown:
-        raise ParameterError(f"unknown component(s) {', '.join(map(repr, unknown))}; choose from {', '.join(COMPONENTS)}")

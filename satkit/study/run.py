@@ -40,8 +40,8 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 
-from satkit.analysis.sat import DEFAULT_EPS_S, SatMatrix, build_matrix
-from satkit.analysis.transfer import TRANSFER_SCHEMA, open_attack_files, run_transfer
+from satkit.matrix.sat import DEFAULT_EPS_S, SatMatrix, build_matrix
+from satkit.transfer import TRANSFER_SCHEMA, open_attack_files, run_transfer
 from satkit.attacks import AttackParams, run_attack, save_attack
 from satkit.data import CleanSet, load_data
 from satkit.errors import OutputError, SatkitError
@@ -181,7 +181,7 @@ def _load(spec: str, cfg: StudyConfig, device: Any):
 
 def attack_job(cfg: StudyConfig, spec: str, device: Any = "cpu", progress=None, clean: CleanSet | None = None) -> JobReport:
     """Attack ``spec`` on the study's clean set into attacks/<slug>.safetensors (skipped if a matching file exists)."""
-    from satkit.batching import resolve_batch_size
+    from satkit.models.batching import resolve_batch_size
     from satkit.models.registry import model_display_name
 
     t0 = time.perf_counter()
@@ -224,7 +224,7 @@ def _open_study_attacks(cfg: StudyConfig) -> dict[str, Any]:
 
 def transfer_job(cfg: StudyConfig, spec: str, device: Any = "cpu", progress=None, clean: CleanSet | None = None) -> JobReport:
     """Evaluate target ``spec`` on every attack file of the study into transfer/<slug>.csv (+ per-sample outcomes)."""
-    from satkit.batching import resolve_batch_size
+    from satkit.models.batching import resolve_batch_size
     from satkit.models.registry import model_display_name
 
     t0 = time.perf_counter()
@@ -276,7 +276,7 @@ def run_study(
     on_event: Callable[[StudyEvent], None] | None = None,
 ) -> StudyResult:
     """Run (or resume) a study in ``out_dir``; ``executor`` decides where jobs run (default: here, on ``device``)."""
-    from satkit.executors import LocalExecutor
+    from satkit.study.executors import LocalExecutor
 
     models = list(models) if models else default_models()
     if len(set(models)) != len(models):
@@ -367,7 +367,7 @@ def run_study(
     tables = [read_table(cfg.transfer_path(m), "transfer table") for m in models]
     mat = build_matrix(tables, eps_s=eps_s)
     if ci is not None:
-        from satkit.analysis.sat import bootstrap_ci
+        from satkit.matrix.sat import bootstrap_ci
 
         samples = pl.concat([read_table(cfg.samples_path(m), "per-sample table") for m in models], how="vertical_relaxed")
         mat.long = mat.long.join(bootstrap_ci(samples, mat.names, eps_s=eps_s, level=ci, seed=params.seed), on=["a", "b"], how="left")
@@ -411,7 +411,7 @@ class StudyAnalysis:
 
 def run_analyses(mat: SatMatrix, out: Path, *, k: int | None = None, seed: int = 0, emit=None) -> StudyAnalysis:
     """Cluster + TF-IDF keywords + component importance on the study's matrix, tables and plots into ``out``."""
-    from satkit.analysis.cards import load_cards
+    from satkit.cards import load_cards
     from satkit.analysis.cluster import plot_spectral_distances, plot_tsne, spectral_cluster, tfidf_keywords
     from satkit.analysis.importance import feature_importance, plot_importance
 
@@ -441,7 +441,7 @@ def run_analyses(mat: SatMatrix, out: Path, *, k: int | None = None, seed: int =
 def _ensembles(mat: SatMatrix, cl, out: Path, seed: int):
     """Logit-averaging ensembles of the study's models: ERR vs SAT, the cluster grid (paper Table 3)."""
     from satkit.analysis.ensemble import analyze_ensembles, plot_sat_vs_err
-    from satkit.analysis.logits import open_logits_files
+    from satkit.logits import open_logits_files
 
     paths = sorted((out / "logits").glob("*.safetensors"))
     files = [f for f in open_logits_files(paths) if f.name in set(mat.names)]
@@ -587,7 +587,7 @@ def shard_share(models: list[str], shard: tuple[int, int] | None) -> list[str]:
 
 def _logits_all(models, attack_paths, out: Path) -> None:
     """logits/<model>.safetensors from each attack file's stored clean logits (no model run), for ensembles."""
-    from satkit.analysis.logits import logits_from_attack, save_logits
+    from satkit.logits import logits_from_attack, save_logits
 
     (out / "logits").mkdir(exist_ok=True)
     for spec in models:

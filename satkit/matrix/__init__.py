@@ -1,0 +1,1 @@
+"""The SAT formula, the SAT matrix built from transfer tables, its intervals, and square-matrix CSV files."""
