@@ -230,10 +230,10 @@ def bench_attack_job(tmp: Path, n: int, steps: int) -> dict:
 
 def bench_study_counts(tmp: Path) -> dict:
     from satkit.attacks import AttackParams
-    from satkit.study import run_study
+    from satkit.study import StudyConfig, run_study
 
     models = ["digits/resnet-s1", "digits/vit-s1", "digits/mixer-s1", "digits/convmixer-s1"]
-    res = run_study(models, out_dir=tmp / "study", params=AttackParams(eps=0.1, steps=5), n=100, analyses=False)
+    res = run_study(StudyConfig.create(models, tmp / "study", params=AttackParams(eps=0.1, steps=5), n=100, analyses=False))
     both = int(res.matrix.long["n_both"].sum() * 2 - res.matrix.long.filter(res.matrix.long["a"] == res.matrix.long["b"])["n_both"].sum())
     n = len(models)
     return {"models": n, "model_loads": res.model_loads, "min_model_loads": 2 * n,

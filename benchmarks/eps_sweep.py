@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from satkit.attacks import AttackParams
-from satkit.study import default_models, run_study
+from satkit.study import StudyConfig, default_models, run_study
 
 
 def arch_of(name: str) -> str:
@@ -40,7 +40,7 @@ def main() -> None:
     rows = []
     for eps in a.eps:
         t0 = time.perf_counter()
-        res = run_study(default_models(), out_dir=a.out / f"eps{eps}", params=AttackParams(eps=eps, steps=a.steps))
+        res = run_study(StudyConfig.create(default_models(), a.out / f"eps{eps}", params=AttackParams(eps=eps, steps=a.steps)))
         names, M = res.matrix.names, res.matrix.values
         same, cross, ns, nc = summarize(names, M)
         succ = {n: s["attack_success_rate"] for n, s in res.attack_stats.items()}

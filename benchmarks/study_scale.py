@@ -28,12 +28,12 @@ N, STEPS = 100, 5
 
 def bench_incremental(tmp: Path) -> dict:
     from satkit.attacks import AttackParams
-    from satkit.study import run_study
+    from satkit.study import StudyConfig, run_study
 
     p = AttackParams(eps=0.1, steps=STEPS)
-    first = run_study(MODELS, out_dir=tmp / "inc", params=p, n=N, analyses=False)
+    first = run_study(StudyConfig.create(MODELS, tmp / "inc", params=p, n=N, analyses=False))
     t0 = time.perf_counter()
-    more = run_study(MODELS + [NEW], out_dir=tmp / "inc", params=p, n=N, analyses=False)
+    more = run_study(StudyConfig.create(MODELS + [NEW], tmp / "inc", params=p, n=N, analyses=False))
     secs = time.perf_counter() - t0
     long = more.matrix.long
     new_pairs = long.filter((long["a"] == NEW) | (long["b"] == NEW))
@@ -50,16 +50,16 @@ def bench_incremental(tmp: Path) -> dict:
 
 def _run(out: Path, executor=None, cli_ray: bool = False) -> float:
     from satkit.attacks import AttackParams
-    from satkit.study import run_study
+    from satkit.study import StudyConfig, run_study
 
     t0 = time.perf_counter()
     if cli_ray:
         from satkit.study.executors import RayExecutor
 
         with RayExecutor("local") as ex:
-            run_study(MODELS, out_dir=out, params=AttackParams(eps=0.1, steps=STEPS), n=N, analyses=False, executor=ex)
+            run_study(StudyConfig.create(MODELS, out, params=AttackParams(eps=0.1, steps=STEPS), n=N, analyses=False), executor=ex)
     else:
-        run_study(MODELS, out_dir=out, params=AttackParams(eps=0.1, steps=STEPS), n=N, analyses=False, executor=executor)
+        run_study(StudyConfig.create(MODELS, out, params=AttackParams(eps=0.1, steps=STEPS), n=N, analyses=False), executor=executor)
     return time.perf_counter() - t0
 
 

@@ -25,8 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from satkit.attacks.quantize import as_float
-from satkit.attacks.runner import check_finite, check_labels
+from satkit.attacks.runner import check_labels
 from satkit.data.base import CleanSet
 from satkit.devices import resolve_amp
 from satkit.errors import InputFileError, MismatchError, ParameterError
@@ -61,30 +60,15 @@ def compute_logits(
 ) -> LogitsResult:
     """Clean logits of ``model`` on every sample of ``data``; progress counts samples.
 
-    NaN/inf logits raise :class:`ModelError` (via ``check_finite``).
+    NaN/inf logits raise :class:`ModelError`.
     """
     if batch_size <= 0:
         raise ParameterError(f"--batch-size must be positive, got {batch_size}")
-    device = next(iter(model.module.buffers())).device
-    amp_dtype = resolve_amp(amp, device)
+    amp_dtype = resolve_amp(amp, model.device)
     check_labels(model, data)
-    n = len(data)
-    out: torch.Tensor | None = None
     if progress:
-        progress(0, n)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        x = as_float(data.images[start:stop]).to(device)
-        with torch.inference_mode(), _autocast(device, amp_dtype):
-            logits = model.module(x)
-        logits = logits.float().cpu()
-        check_finite(logits, model)
-        if out is None:
-            out = torch.empty((n, logits.shape[1]), dtype=torch.float32)
-        out[start:stop] = logits
-        if progress:
-            progress(stop, n)
-    assert out is not None  # check_labels refuses empty data
+        progress(0, len(data))
+    out = model.predict_logits(data.images, batch_size, amp_dtype, progress)
     tensors = {"logits": out, "labels": data.labels.clone(), "ids": data.ids.clone()}
     if store_images:
         tensors["clean"] = data.images.clone()
@@ -111,12 +95,6 @@ def logits_from_attack(path: str | Path) -> LogitsResult:
     res = LogitsResult({"logits": f.get("clean_logits"), "labels": f.get("labels"), "ids": f.get("ids")}, prov)
     prov["stats"] = {"clean_accuracy": round(res.accuracy, 6)}
     return res
-
-
-def _autocast(dev: torch.device, amp_dtype):
-    import contextlib
-
-    return torch.autocast(device_type=dev.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
 
 
 def save_logits(result: LogitsResult, path: str | Path, rerun: str | None = None) -> Path:

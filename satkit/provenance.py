@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 from typing import Any, Callable
 
 import torch
@@ -28,6 +29,26 @@ def data_provenance(data: Any) -> dict[str, Any]:
         "canvas": list(data.canvas),
         "sampling": {k: data.info.get(k) for k in ("n", "seed", "split") if k in data.info},
     }
+
+
+# Characters a terminal acts on instead of showing: C0 (incl. ESC), DEL, C1, line/paragraph
+# separators, bidi embeddings/overrides/isolates/marks (they reorder text on screen), and
+# lone surrogates (they cannot be encoded for output at all).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    o = ord(m.group())
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def printable(s: str) -> str:
+    """``s`` safe to print to a terminal: every control, bidi-control or separator character
+    becomes a visible escape (ESC -> ``\\x1b``, U+202E -> ``\\u202e``, newline -> ``\\x0a``).
+
+    For any text that comes from a file or another untrusted source; other text is unchanged.
+    """
+    return _UNPRINTABLE.sub(_escape, s)
 
 
 def shell_quote(args: list[str]) -> str:

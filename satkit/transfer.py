@@ -86,29 +86,9 @@ def _batches(n: int, bs: int):
         yield s, min(s + bs, n)
 
 
-def _device_of(model: LoadedModel) -> torch.device:
-    return next(iter(model.module.buffers())).device
-
-
 def _predict(model: LoadedModel, images: torch.Tensor, batch_size: int, amp_dtype) -> torch.Tensor:
     """Argmax predictions for stored images (any storage dtype), batched."""
-    from satkit.attacks.runner import check_finite
-
-    dev = _device_of(model)
-    out = torch.empty(len(images), dtype=torch.int64)
-    for s, e in _batches(len(images), batch_size):
-        x = as_float(images[s:e]).to(dev, non_blocking=True)
-        with torch.inference_mode(), _autocast(dev, amp_dtype):
-            logits = model.module(x)
-        check_finite(logits.float(), model)
-        out[s:e] = logits.argmax(1).cpu()
-    return out
-
-
-def _autocast(dev: torch.device, amp_dtype):
-    import contextlib
-
-    return torch.autocast(device_type=dev.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    return model.predict_logits(images, batch_size, amp_dtype).argmax(1)
 
 
 def run_transfer(
@@ -129,11 +109,11 @@ def run_transfer(
     """
     if batch_size <= 0:
         raise ParameterError(f"--batch-size must be positive, got {batch_size}")
-    amp_dtype = resolve_amp(amp, _device_of(target))
+    amp_dtype = resolve_amp(amp, target.device)
     ref = files[0]
     labels = ref.get("labels")
     clean = ref.get("clean")
-    ensure_num_classes(target, as_float(clean[:1]).to(_device_of(target)))
+    ensure_num_classes(target, as_float(clean[:1]).to(target.device))
     if len(labels) and int(labels.max()) >= target.num_classes:
         raise DataError(
             f"labels go up to {int(labels.max())} but target {target.name} has {target.num_classes} classes; "

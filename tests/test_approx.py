@@ -12,13 +12,13 @@ import torch
 from scipy.stats import pearsonr
 from typer.testing import CliRunner
 
-from satkit.analysis.approx import approx_from_study, read_study
+from satkit.study import read_settings as read_study
+from satkit.study.approx import approx_from_study
 from satkit.matrix.sat import sat_value
 from satkit.matrix.square import read_similarity_matrix
 from satkit.attacks import AttackParams
 from satkit.cli.app import app
-from satkit.models import load_model
-from satkit.study import default_models, run_study
+from satkit.study import StudyConfig, default_models, run_study
 
 runner = CliRunner()
 NEW = "digits/resnet-s3"
@@ -40,16 +40,16 @@ def studies(tmp_path_factory):
     root = tmp_path_factory.mktemp("approx")
     params = AttackParams(eps=0.1, steps=10)
     known = [m for m in default_models() if m != NEW]
-    run_study(known, out_dir=root / "s9", params=params, n=60)
+    run_study(StudyConfig.create(known, root / "s9", params=params, n=60))
     shutil.copytree(root / "s9", root / "s10")  # adding a model to a finished study: one attack + its transfers
-    run_study(known + [NEW], out_dir=root / "s10", params=params, n=60)
+    run_study(StudyConfig.create(known + [NEW], root / "s10", params=params, n=60))
     torch.set_num_threads(old)
     return root / "s9", root / "s10"
 
 
 def test_approx_row_correlates_with_full_row_and_joins_resnet_cluster(studies):
     s9, s10 = studies
-    res = approx_from_study(load_model(NEW), s9)
+    res = approx_from_study(NEW, s9)
     assert not res.attack_reused and res.attack_forward_samples == 60 * 12
     rows = res.rows
     assert rows.height == 9 and NEW not in rows["model"].to_list()
@@ -67,7 +67,7 @@ def test_approx_row_correlates_with_full_row_and_joins_resnet_cluster(studies):
     members = res.members(res.joined)
     assert {"digits/resnet-s1", "digits/resnet-s2"} <= set(members), (res.joined, members, res.cluster_scores)
     assert res.margin is not None and res.margin > 0
-    res4 = approx_from_study(load_model(NEW), s9, k=4)
+    res4 = approx_from_study(NEW, s9, k=4)
     assert {"digits/resnet-s1", "digits/resnet-s2"} <= set(res4.members(res4.joined))
     # the approximation is exactly the N -> B half of full SAT: same |X_NB| and fooled counts as the full study
     from satkit.study import slug
@@ -79,8 +79,8 @@ def test_approx_row_correlates_with_full_row_and_joins_resnet_cluster(studies):
 
 def test_model_in_study_is_left_out_and_its_attack_reused(studies):
     _, s10 = studies
-    reused = approx_from_study(load_model(NEW), s10)
-    fresh = approx_from_study(load_model(NEW), s10, reuse_attack=False)
+    reused = approx_from_study(NEW, s10)
+    fresh = approx_from_study(NEW, s10, reuse_attack=False)
     assert reused.attack_reused and not fresh.attack_reused
     assert reused.rows.equals(fresh.rows)  # the attack is deterministic: same numbers either way
     assert NEW not in (reused.cluster_names or [])

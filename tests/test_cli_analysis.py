@@ -10,7 +10,6 @@ from tests.cli_helpers import assert_clean_error, run, runner  # noqa: F401
 
 from satkit.cards import COMPONENTS, NAME
 from satkit.cli import common as c
-from satkit.cli.app import app
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

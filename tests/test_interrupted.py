@@ -70,7 +70,7 @@ def reference(model_files, tmp_path_factory):
 
 
 KILL_POINTS = {
-    "during-first-attack": lambda out: (out / "study.json").exists(),
+    "during-first-attack": lambda out: (out / "attacks").exists(),  # made at the start; study.json comes last
     "after-first-attack": lambda out: len(list((out / "attacks").glob("*.safetensors"))) >= 1 if (out / "attacks").exists() else False,
     "after-first-transfer": lambda out: len(list((out / "transfer").glob("*.csv"))) >= 1 if (out / "transfer").exists() else False,
 }

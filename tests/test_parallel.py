@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from satkit.attacks import AttackParams
 from satkit.study.executors import DeviceExecutor, parse_devices
 from satkit.errors import ParameterError, SatkitError
-from satkit.study import run_study
+from satkit.study import StudyConfig, run_study
 from tests.cli_helpers import assert_clean_error, run
 
 MODELS = ["digits/resnet-s1", "digits/vit-s1", "digits/mixer-s1"]
@@ -22,7 +22,7 @@ P = AttackParams(eps=0.1, steps=2)
 @pytest.fixture(scope="module")
 def local_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
-    res = run_study(MODELS, out_dir=out, params=P, n=40, analyses=False, ci=0.9)
+    res = run_study(StudyConfig.create(MODELS, out, params=P, n=40, analyses=False, ci=0.9))
     return out, res
 
 
@@ -39,8 +39,7 @@ def _same_outputs(a, b):
 
 def test_devices_executor_gives_the_local_result(local_study, tmp_path):
     out, local = local_study
-    res = run_study(MODELS, out_dir=tmp_path, params=P, n=40, analyses=False, ci=0.9,
-                    executor=DeviceExecutor(["cpu", "cpu"]))
+    res = run_study(StudyConfig.create(MODELS, tmp_path, params=P, n=40, analyses=False, ci=0.9), executor=DeviceExecutor(["cpu", "cpu"]))
     assert res.attacks_run == 3 and res.transfer_evaluations == 9 and res.model_loads == 6
     np.testing.assert_array_equal(res.matrix.values, local.matrix.values)
     _same_outputs(out, tmp_path)
@@ -84,8 +83,8 @@ def test_matrix_ci_from_study_files(local_study, tmp_path):
 
 
 def test_incremental_study_extends_per_sample_outcomes(tmp_path):
-    run_study(MODELS[:2], out_dir=tmp_path, params=P, n=30, analyses=False)
-    more = run_study(MODELS, out_dir=tmp_path, params=P, n=30, analyses=False, ci=0.9)
+    run_study(StudyConfig.create(MODELS[:2], tmp_path, params=P, n=30, analyses=False))
+    more = run_study(StudyConfig.create(MODELS, tmp_path, params=P, n=30, analyses=False, ci=0.9))
     assert more.attacks_run == 1 and more.transfer_evaluations == 2 * 2 + 1
     for m in MODELS:
         ps = pl.read_parquet(tmp_path / "transfer" / f"{m.replace('/', '__')}.samples.parquet")

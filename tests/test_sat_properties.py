@@ -1,7 +1,6 @@
 """Property tests (hypothesis) for the SAT formula and matrix assembly."""
 
 import math
-import random
 
 import numpy as np
 import polars as pl

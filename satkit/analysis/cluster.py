@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from satkit.analysis.plots import SUFFIX_FORMATS, new_figure, save_figure  # noqa: F401
 from satkit.errors import ParameterError
+from satkit.matrix.sat import check_sat_matrix
 
 
 
@@ -91,7 +91,14 @@ def _check_input(names: list[str], S: np.ndarray) -> np.ndarray:
         raise ParameterError(f"need at least 2 models to cluster, got {len(names)}")
     if not np.all(np.isfinite(S)):
         raise ParameterError("similarity matrix has NaN/infinite cells; every pair needs a finite similarity")
-    return S
+    return check_sat_matrix(names, S)
+
+
+def check_seed(seed: int, option: str = "--seed") -> int:
+    """A seed scikit-learn accepts (a whole number in [0, 2**32 - 1]), or a one-line ParameterError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ParameterError(f"{option} must be a whole number in [0, 2**32 - 1], got {seed!r}")
+    return int(seed)
 
 
 def affinity(S: np.ndarray) -> tuple[np.ndarray, int, bool]:
@@ -148,6 +155,23 @@ def choose_k(eigenvalues: np.ndarray, max_k: int | None = None) -> int:
     return int(np.argmax(gaps[1:upper]) + 2)  # gaps[k-1] is the gap for k
 
 
+EIGEN_TIE = 1e-9  # eigenvalues closer than this are equal up to rounding
+
+
+def _check_determined(eigenvalues: np.ndarray, k: int, chosen: bool) -> None:
+    """Refuse a k whose top-k eigenspace is not unique: its eigenvectors, hence the clusters, would be arbitrary."""
+    if not 1 < k < len(eigenvalues):
+        return
+    gap = float(eigenvalues[k - 1] - eigenvalues[k])
+    if gap < EIGEN_TIE:
+        how = "the largest eigengap is 0" if chosen else f"eigenvalues {k} and {k + 1} are equal ({eigenvalues[k]:.4f})"
+        raise ParameterError(
+            f"the SAT matrix does not determine {k} clusters ({how}, e.g. because all pairs have the same SAT): "
+            "any split would be arbitrary; "
+            + ("give a matrix with structure" if chosen else "choose another k")
+        )
+
+
 def _row_normalize(X: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.where(norms > 0, norms, 1.0)
@@ -200,8 +224,11 @@ def spectral_cluster(
     """
     names = [str(n) for n in names]
     S = _check_input(names, S)
+    seed = check_seed(seed)
+    if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
+        raise ParameterError(f"n_init must be a whole number >= 1, got {n_init!r}")
     n = len(names)
-    if k is not None and not (1 <= int(k) <= n):
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n):
         raise ParameterError(f"k must be between 1 and the number of models ({n}), got {k}")
     order = sorted(range(n), key=lambda i: names[i])  # canonical: models sorted by name
     sorted_names = [names[i] for i in order]
@@ -209,6 +236,7 @@ def spectral_cluster(
     values, vectors = _eigen(_normalized_affinity(A, sorted_names))
     chosen = k is None
     k = choose_k(values, max_k) if k is None else int(k)
+    _check_determined(values, k, chosen)
     Y = _row_normalize(vectors[:, :k])
     raw, inertia = _kmeans(Y, k, seed, n_init)
     labels = _canonical_labels(raw)
@@ -340,6 +368,7 @@ def tsne_coordinates(result: ClusterResult, seed: int = 0) -> np.ndarray:
     n = len(result.names)
     if n < 2:
         raise ParameterError("t-SNE needs at least 2 models")
+    seed = check_seed(seed)
     perplexity = float(max(1.0, min(30.0, (n - 1) / 3.0)))
     init = "pca" if result.embedding.shape[1] >= 2 else "random"
     method = "exact" if n <= 500 else "barnes_hut"

@@ -166,7 +166,7 @@ def distill(
     ``progress(done, total)`` counts epochs; ``on_epoch`` gets a dict per epoch
     (epoch, loss, train_accuracy, teacher_agreement, test_accuracy).
     """
-    from satkit.attacks.runner import check_finite, check_labels
+    from satkit.attacks.runner import check_labels
     from satkit.models.zoo import _lr_factor, _random_shift
 
     cfg = config or DistillConfig()
@@ -191,7 +191,7 @@ def distill(
     shift = cfg.max_shift if cfg.max_shift is not None else r.max_shift
     mode = "none" if teacher is None else ("soft" if cfg.soft else "hard")
     a, T = cfg.alpha, cfg.temperature
-    dev = next(iter(teacher.module.buffers())).device if teacher is not None else torch.device("cpu")
+    dev = teacher.device if teacher is not None else torch.device("cpu")
 
     x_all = train.images.to(torch.float32) / 255.0
     y_all = train.labels.to(torch.int64)
@@ -222,7 +222,7 @@ def distill(
             if teacher is not None:
                 with torch.no_grad():
                     t_logits = teacher.module(x).float()
-                check_finite(t_logits, teacher)
+                teacher.check_finite(t_logits)
                 if cfg.soft:
                     kd = F.kl_div(F.log_softmax(out / T, dim=1), F.log_softmax(t_logits / T, dim=1),
                                   reduction="batchmean", log_target=True) * (T * T)

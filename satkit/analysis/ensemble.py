@@ -65,6 +65,7 @@ import polars as pl
 
 from satkit.logits import Logits, top1_error
 from satkit.errors import MismatchError, ParameterError
+from satkit.matrix.sat import check_sat_matrix
 
 MAX_SIZE = 5
 DEFAULT_MAX_SUBSETS = 2000
@@ -76,8 +77,14 @@ _ENUMERATE_LIMIT = 200_000  # K-cluster combinations enumerated exactly up to th
 
 
 def ensemble_logits(logits: Sequence[np.ndarray]) -> np.ndarray:
-    """Unweighted average of the members' logits."""
-    return np.mean(np.stack([np.asarray(x, dtype=np.float64) for x in logits]), axis=0)
+    """Unweighted average of the members' logits.
+
+    Each member is divided by |S| before summing: the partial sums then stay
+    within the largest logit, so finite logits near the float64 limit cannot
+    overflow to inf (and inf - inf to NaN, which argmax would take as a class).
+    """
+    stack = np.stack([np.asarray(x, dtype=np.float64) for x in logits])
+    return np.sum(stack / len(stack), axis=0)
 
 
 def error_reduction_rate(ensemble_error: float, member_errors: Sequence[float]) -> float:
@@ -90,7 +97,7 @@ def error_reduction_rate(ensemble_error: float, member_errors: Sequence[float]) 
 
 def set_sat(S: np.ndarray, idx: Sequence[int]) -> float:
     """Mean SAT over the pairs of ``idx`` (symmetrized); the pair's SAT for two models."""
-    vals = [(S[i, j] + S[j, i]) / 2.0 for i, j in itertools.combinations(idx, 2)]
+    vals = [S[i, j] / 2.0 + S[j, i] / 2.0 for i, j in itertools.combinations(idx, 2)]  # halves first: no overflow
     return float(np.mean(vals)) if vals else float("nan")
 
 
@@ -118,7 +125,14 @@ def greedy_select(names: Sequence[str], S: np.ndarray, m: int) -> list[int]:
     n = len(names)
     if not 2 <= m <= n:
         raise ParameterError(f"--select must be between 2 and the number of models ({n}), got {m}")
-    A = (np.asarray(S, dtype=float) + np.asarray(S, dtype=float).T) / 2.0
+    S = np.asarray(S, dtype=float)
+    if S.shape != (n, n):
+        raise ParameterError(f"SAT matrix shape {S.shape} does not match {n} names")
+    if not np.isfinite(S).all():
+        # NaN compares false both ways, so min() would pick an arbitrary pair
+        i, j = (int(v) for v in np.argwhere(~np.isfinite(S))[0])
+        raise ParameterError(f"SAT({names[i]}, {names[j]}) is missing; --select needs the SAT of every pair")
+    A = S / 2.0 + S.T / 2.0
     order = sorted(range(n), key=lambda i: names[i])
     rank = {i: r for r, i in enumerate(order)}
     best = min(
@@ -263,9 +277,15 @@ def read_clusters_table(path: str) -> dict[str, int]:
         if m is None or cl is None:
             raise InputFileError(f"{path}: empty model or cluster cell; every row needs both")
         try:
-            out[str(m)] = int(cl)
+            # int(2.7) would quietly merge clusters 2 and 2.7; only whole numbers are cluster numbers
+            v = float(cl) if not isinstance(cl, bool) else math.nan
+            if not (math.isfinite(v) and v == int(v)):
+                raise ValueError
         except (TypeError, ValueError):
             raise InputFileError(f"{path}: cluster of {m} is {cl!r}, not an integer") from None
+        if str(m) in out and out[str(m)] != int(v):
+            raise InputFileError(f"{path}: model {m} is in clusters {out[str(m)]} and {int(v)}; list each model once")
+        out[str(m)] = int(v)
     return out
 
 
@@ -415,14 +435,27 @@ def analyze_ensembles(
     clusters; eigengap when ``k`` is None) for the cluster grid.
     ``progress(done, total)`` counts evaluated subsets.
     """
+    from satkit.analysis.cluster import check_seed
+
     if max_subsets <= 0:
         raise ParameterError(f"--max-subsets must be positive, got {max_subsets}")
     if not 2 <= max_size:
         raise ParameterError(f"the largest ensemble size must be at least 2, got {max_size}")
+    seed = check_seed(seed)
     data = files if isinstance(files, EnsembleData) else EnsembleData.from_files(files)
     n = len(data.names)
     if n < 2:
         raise ParameterError(f"need logits of at least 2 models for an ensemble, got {n}")
+    if len(set(data.names)) != n:
+        raise ParameterError("duplicate model names among the logits; give each model once")
+    if len(data.labels) == 0:
+        raise ParameterError("the logits hold no samples: errors and ERR are undefined; make them on a non-empty clean set")
+    if sat is not None:
+        if np.shape(sat[1]) != (len(sat[0]), len(sat[0])):
+            raise ParameterError(f"SAT matrix shape {np.shape(sat[1])} does not match its {len(sat[0])} names")
+        if len(set(sat[0])) != len(sat[0]):
+            raise ParameterError("duplicate model names in the SAT matrix; each model must appear once")
+        check_sat_matrix(list(sat[0]), sat[1])
     if select is not None and sat is None:
         raise ParameterError("--select needs a SAT matrix (--sat)")
     if select is not None and not 2 <= select <= n:

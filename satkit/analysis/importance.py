@@ -30,10 +30,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from satkit.analysis.cluster import check_seed
 from satkit.cards import COMPONENTS, cards_for
 from satkit.errors import ParameterError
+from satkit.matrix.sat import check_sat_matrix
 
 MIN_PAIRS = 10  # below this neither the fit nor the cross-validation means anything
+MIN_SPREAD = 1e-6  # SAT spread (max - min over pairs) below which the target is constant: nothing to explain
 
 
 @dataclass
@@ -78,6 +81,9 @@ def pair_features(names: list[str], S: np.ndarray, cards: pl.DataFrame | None = 
     S = np.asarray(S, dtype=float)
     if S.shape != (len(names), len(names)):
         raise ParameterError(f"similarity matrix shape {S.shape} does not match {len(names)} names")
+    if len(set(names)) != len(names):
+        raise ParameterError("duplicate model names; each model must appear once")
+    check_sat_matrix(names, S)  # NaN (pair not measured) passes and is skipped below
     found, missing = cards_for(list(names), cards)
     card = {r["Model name"]: [r[c] for c in COMPONENTS] for r in found.iter_rows(named=True)}
     index = {n: i for i, n in enumerate(names)}
@@ -161,12 +167,20 @@ def feature_importance(
 
     if cv_folds < 2:
         raise ParameterError(f"cv_folds must be at least 2, got {cv_folds}")
+    seed = check_seed(seed)
     data = pair_features(names, S, cards)
     n_pairs = len(data.y)
     if n_pairs < max(MIN_PAIRS, cv_folds):
         raise ParameterError(
             f"only {n_pairs} model pair(s) with cards on both sides; need at least {max(MIN_PAIRS, cv_folds)} "
             f"(models without a card: {', '.join(data.missing[:5]) or 'none'})"
+        )
+
+    spread = float(np.ptp(data.y))
+    if spread < MIN_SPREAD:
+        raise ParameterError(
+            f"all {n_pairs} model pairs have the same SAT ({data.y[0]:.4g}, spread {spread:.2g}), so the importance "
+            "of the components cannot be estimated; it needs pairs that differ in SAT"
         )
 
     def make():

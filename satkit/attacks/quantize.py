@@ -6,21 +6,9 @@ the STORED values (compared in float64), which is what every later step reads.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-STORAGE_DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32}
-
-
-def eps_steps_uint8(eps: float) -> int:
-    """Largest k with k/255 <= eps (in float64): the bound in 8-bit steps."""
-    k = math.floor(eps * 255)
-    while (k + 1) / 255 <= eps:
-        k += 1
-    while k > 0 and k / 255 > eps:
-        k -= 1
-    return max(k, 0)
+from satkit.io.pixels import STORAGE_DTYPES, as_float, eps_steps_uint8  # noqa: F401  (the stored-pixel rules live with the files)
 
 
 def clean_for_storage(clean_u8: torch.Tensor, storage: str) -> torch.Tensor:
@@ -28,13 +16,6 @@ def clean_for_storage(clean_u8: torch.Tensor, storage: str) -> torch.Tensor:
     if storage == "uint8":
         return clean_u8
     return (clean_u8.to(torch.float32) / 255.0).to(STORAGE_DTYPES[storage])
-
-
-def as_float(stored: torch.Tensor) -> torch.Tensor:
-    """Stored images -> float32 pixels in [0, 1] (exact for every storage dtype)."""
-    if stored.dtype == torch.uint8:
-        return stored.to(torch.float32) / 255.0
-    return stored.to(torch.float32)
 
 
 def quantize_adv(adv: torch.Tensor, clean_stored: torch.Tensor, eps: float, storage: str) -> torch.Tensor:

@@ -14,7 +14,7 @@ from satkit.attacks.quantize import STORAGE_DTYPES, as_float, clean_for_storage,
 from satkit.data.base import CleanSet
 from satkit.data.stream import ImageStream
 from satkit.devices import resolve_amp
-from satkit.errors import DataError, ModelError, ParameterError
+from satkit.errors import DataError, ParameterError
 from satkit.io.tensorfile import canonical_json, write_satkit_file
 from satkit.models.registry import ensure_num_classes
 from satkit.models.wrapper import LoadedModel
@@ -55,7 +55,7 @@ def check_labels(model: LoadedModel, data: CleanSet | ImageStream) -> None:
     if len(data) == 0:
         raise DataError(f"data source {data.source} has no samples")
     first = data.wait(0, 1) if isinstance(data, ImageStream) else data.images[:1]
-    n_classes = ensure_num_classes(model, as_float(first).to(next(iter(model.module.buffers())).device))
+    n_classes = ensure_num_classes(model, as_float(first).to(model.device))
     top = int(data.labels.max())
     if top >= n_classes:
         raise DataError(
@@ -76,12 +76,6 @@ def _host_prepare(device: torch.device, storage: str) -> Callable[[torch.Tensor]
     return prepare
 
 
-def check_finite(logits: torch.Tensor, model: LoadedModel) -> None:
-    if not torch.isfinite(logits).all():
-        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
-        raise ModelError(f"model {model.name} produced NaN/inf logits on {bad} sample(s); check its weights and input scaling")
-
-
 def run_attack(
     model: LoadedModel,
     data: CleanSet | ImageStream,
@@ -99,7 +93,7 @@ def run_attack(
     """
     if batch_size <= 0:
         raise ParameterError(f"--batch-size must be positive, got {batch_size}")
-    device = next(iter(model.module.buffers())).device
+    device = model.device
     amp_dtype = resolve_amp(amp, device)
     check_labels(model, data)
     attack_fn = ATTACKS[params.attack]
@@ -128,7 +122,7 @@ def run_attack(
             y = data.labels[sl].to(device)
             with torch.inference_mode():
                 logits = net(x)
-            check_finite(logits, model)
+            model.check_finite(logits)
             if clean_logits is None:
                 clean_logits = torch.empty((n, logits.shape[1]), dtype=torch.float32)
             clean_logits[sl] = logits.float().cpu()

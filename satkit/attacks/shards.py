@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from satkit.errors import InputFileError, MismatchError, ParameterError
+from satkit.io.verify import verify_attack_tensors
 
 SHARDED_TENSORS = ("clean", "adv", "labels", "ids", "source_correct", "source_adv_correct", "clean_logits")
 
@@ -67,6 +68,10 @@ def merge_shards(files: list[Any]) -> tuple[dict[str, torch.Tensor], dict[str, A
         parts = [f.get(name) for f in ordered if f.provenance["shard"]["stop"] > f.provenance["shard"]["start"]]
         tensors[name] = torch.cat(parts) if parts else ordered[0].get(name)
     prov = {k: v for k, v in ref.provenance.items() if k not in ("shard", "rerun", "stats")}
+    # each shard was verified alone, but only the joined clean set can be checked against the
+    # fingerprint, which names the whole set
+    verify_attack_tensors(tensors, prov, f"{ordered[0].path} (+{count - 1} more shards)",
+                          todo="remake the shards with `satkit attack --shard i/n`")
     sc, sac = tensors["source_correct"], tensors["source_adv_correct"]
     success = float((~sac[sc]).float().mean()) if sc.any() else float("nan")
     prov["stats"] = {"source_clean_accuracy": round(float(sc.float().mean()), 6), "attack_success_rate": round(success, 6)}

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
-from satkit.errors import InputFileError, ParameterError
+from satkit.errors import InputFileError
 from satkit.io.tables import read_table
 
 NAME = "Model name"

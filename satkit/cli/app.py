@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Optional
 
 import typer
@@ -68,11 +69,18 @@ app.command()(approx)
 
 def main() -> None:
     try:
-        app()
-    finally:
-        # The process ends right after this. Freezing moves every live object out of the
-        # garbage collector's reach, so interpreter shutdown skips its full collections over
-        # the ~10^6 objects torch and timm create (about 1 s per command, measured). Nothing
-        # outlives the process, so nothing is leaked; library and in-process (test) callers
-        # of `app` are unaffected.
-        gc.freeze()
+        try:
+            app()
+        finally:
+            # The process ends right after this. Freezing moves every live object out of the
+            # garbage collector's reach, so interpreter shutdown skips its full collections over
+            # the ~10^6 objects torch and timm create (about 1 s per command, measured). Nothing
+            # outlives the process, so nothing is leaked; library and in-process (test) callers
+            # of `app` are unaffected.
+            gc.freeze()
+            # Flush here, not at interpreter shutdown: a reader that went away is then a
+            # BrokenPipeError we can handle instead of an "Exception ignored" on stderr.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        c.stdout_to_devnull()
+        sys.exit(c.EXIT_BROKEN_PIPE)

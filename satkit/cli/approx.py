@@ -29,9 +29,9 @@ def approx(
     steps: Optional[int] = typer.Option(None, "--steps", help="Without --study: PGD iterations (default 50)."),
     eps_s: Optional[float] = typer.Option(None, "--eps-s", help="Without --study: SAT floor in percent (default 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed of k-means (clustering). Without --study also the PGD random start."),
-    batch_size: int = typer.Option(128, "--batch-size", help="Images per batch."),
+    batch_size: int = typer.Option(int(c.DEFAULT_BATCH), "--batch-size", help="Images per batch."),
     device: str = c.DeviceOpt,
-    amp: str = c.AmpOpt,
+    amp: Optional[str] = typer.Option(None, "--amp", help="Autocast: bf16, fp16 (GPU) or off. Default: the study's, else off."),
     arch: Optional[str] = c.ArchOpt,
     allow_pickle: bool = c.PickleOpt,
     pretrained: bool = c.PretrainedOpt,
@@ -63,9 +63,9 @@ def approx(
         satkit approx digits/resnet-s3 --models digits/resnet-s1,digits/vit-s1,digits/mixer-s1 --n 200
     """
     from satkit.devices import resolve_device
-    from satkit.io.atomic import atomic_output, check_output_path
+    from satkit.io.atomic import atomic_output
     from satkit.io.tables import write_table
-    from satkit.models import ModelOptions, load_model
+    from satkit.models import ModelOptions
 
     c.set_quiet(quiet)
     if batch_size <= 0:
@@ -84,18 +84,14 @@ def approx(
         c.fail(f"-k must be at least 1, got {k}")
     if k is not None and study is None and sat is None:
         c.fail("-k clusters a SAT matrix: give --study or --sat")
-    from satkit.cli.cluster import check_distinct_outputs
+    from satkit.io.atomic import check_outputs
 
-    check_distinct_outputs({"--output": output, "--summary": summary, "--save-attack": save_attack})
-    if output != "-":
-        check_output_path(output)
-    if summary is not None:
-        check_output_path(summary)
-    if save_attack is not None:
-        check_output_path(save_attack)
+    model_file = model if Path(model).is_file() else None
+    check_outputs({"--output": output, "--summary": summary, "--save-attack": save_attack},
+                  inputs=[model_file, sat, data if data and Path(data).is_file() else None])
     dev = resolve_device(device)
     opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name)
-    known_opts = ModelOptions(pretrained=pretrained)
+    known_opts = ModelOptions(pretrained=pretrained)  # never --allow-pickle: it is given for the new model only
 
     with c.progress_bar() as p:
         tasks: dict[tuple[str, str], int] = {}
@@ -107,27 +103,24 @@ def approx(
             p.update(tasks[key], completed=done, total=total or None)
 
         if study is not None:
-            from satkit.analysis.approx import approx_from_study, read_study
+            from satkit.study.approx import approx_from_study
 
-            read_study(study)  # a bad directory fails before the model is loaded
-            new = load_model(model, opts, dev)
-            res = approx_from_study(new, study, k=k, seed=seed, batch_size=batch_size, device=dev, amp=amp,
-                                    model_options=known_opts, save_attack_to=save_attack, reuse_attack=reuse, on_event=on_event)
+            res = approx_from_study(model, study, model_options=opts, known_options=known_opts, k=k, seed=seed,
+                                    batch_size=batch_size, device=dev, amp=amp, save_attack_to=save_attack,
+                                    reuse_attack=reuse, on_event=on_event)
         else:
             from satkit.analysis.approx import approx_explicit
-            from satkit.matrix.square import read_similarity_matrix
             from satkit.attacks import AttackParams
-            from satkit.data import load_data
-            from satkit.study import DIGITS_EPS
+            from satkit.data import DataRequest, default_eps
+            from satkit.matrix.square import read_similarity_matrix
 
             d = data or "digits"
-            params = AttackParams(eps=c.parse_fraction(eps, "--eps") if eps else (DIGITS_EPS if d.startswith("digits") else 8 / 255),
+            params = AttackParams(eps=c.parse_fraction(eps, "--eps") if eps else default_eps(d),
                                   steps=steps if steps is not None else 50, seed=seed)
             sat_m = read_similarity_matrix(sat) if sat is not None else None
-            clean = load_data(d, canvas=canvas, n=n, seed=data_seed or 0)
-            new = load_model(model, opts, dev)
-            res = approx_explicit(new, known, clean, params, eps_s=eps_s if eps_s is not None else 1.0, sat=sat_m, k=k,
-                                  seed=seed, batch_size=batch_size, device=dev, amp=amp, model_options=known_opts,
+            res = approx_explicit(model, known, DataRequest(d, n, data_seed or 0, canvas), params,
+                                  eps_s=eps_s if eps_s is not None else 1.0, sat=sat_m, k=k, seed=seed,
+                                  batch_size=batch_size, device=dev, amp=amp or "off", model_options=opts, known_options=known_opts,
                                   save_attack_to=save_attack, on_event=on_event)
     for w in res.warnings:
         c.warn(w)

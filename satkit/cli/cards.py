@@ -89,11 +89,10 @@ def cards_export(
         satkit cards export -o cards.csv
     """
     from satkit.cards import load_cards
-    from satkit.io.atomic import check_output_path
+    from satkit.io.atomic import check_outputs
     from satkit.io.tables import write_table
 
-    if output != "-":
-        check_output_path(output)
+    check_outputs({"-o": output})
     df = load_cards()
     write_table(df, output)
     if output != "-":

@@ -26,15 +26,10 @@ def check_plot_path(path: Optional[Path], option: str) -> None:
 
 
 def check_distinct_outputs(paths: dict[str, Optional[object]]) -> None:
-    """Two options writing the same file would silently overwrite one with the other."""
-    seen: dict[Path, str] = {}
-    for option, p in paths.items():
-        if p is None or str(p) == "-":
-            continue
-        key = Path(p).resolve()
-        if key in seen:
-            c.fail(f"{seen[key]} and {option} both write {p}; give them different file names")
-        seen[key] = option
+    """satkit.io.atomic.check_outputs without inputs, under the name approx imports."""
+    from satkit.io.atomic import check_outputs
+
+    check_outputs(paths)
 
 
 def check_stdin_once(*paths: Optional[object]) -> None:
@@ -127,17 +122,13 @@ def cluster(
     from satkit.cards import load_cards
     from satkit.analysis.cluster import plot_spectral_distances, plot_tsne, spectral_cluster, tfidf_keywords
     from satkit.matrix.square import read_similarity_matrix
-    from satkit.io.atomic import check_output_path
+    from satkit.io.atomic import check_outputs
     from satkit.io.tables import write_table
 
     c.set_quiet(quiet)
     # every output path is checked before any work: bad paths fail early, nothing is half-written
-    check_distinct_outputs({"--output": output, "--keywords": keywords, "--plot": plot, "--tsne": tsne})
+    check_outputs({"-o": output, "--keywords": keywords, "--plot": plot, "--tsne": tsne}, [sat_csv, cards])
     check_stdin_once(sat_csv, cards)
-    if output != "-":
-        check_output_path(output)
-    if keywords is not None:
-        check_output_path(keywords)
     check_plot_path(plot, "--plot")
     check_plot_path(tsne, "--tsne")
 

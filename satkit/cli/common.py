@@ -38,6 +38,31 @@ class SatkitGroup(TyperGroup):
         except KeyboardInterrupt:
             click.echo("satkit: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # the reader went away (`satkit ... | head`): stop quietly like coreutils;
+            # handled here because click's own handler would exit 1
+            stdout_to_devnull()
+            ctx.exit(EXIT_BROKEN_PIPE)
+
+
+EXIT_BROKEN_PIPE = 128 + 13  # killed by SIGPIPE, what a shell reports for coreutils in the same spot
+
+
+def stdout_to_devnull() -> None:
+    """Point file descriptor 1 at /dev/null, so flushing what is still buffered
+    (at exit) cannot raise BrokenPipeError again and print "Exception ignored"."""
+    import os
+
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(fd, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real descriptor (tests capture stdout in memory)
+        pass
+    finally:
+        os.close(fd)
 
 
 def show_progress() -> bool:
@@ -161,6 +186,16 @@ def parse_shard(value: Optional[str]) -> Optional[tuple[int, int]]:
     if n <= 0 or not 0 <= i < n:
         fail(f"--shard {value}: need 0 <= i < n (shards are numbered from 0, e.g. 0/4 .. 3/4)")
     return i, n
+
+
+DEFAULT_BATCH = "128"  # satkit.jobs.DEFAULT_BATCH_SIZE, as typer wants a literal default
+
+
+def rerun_line() -> str | None:
+    """The command line being run, shell-quoted, for the file's provenance (when run as `satkit`)."""
+    from satkit.provenance import shell_quote
+
+    return shell_quote(["satkit", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("satkit") else None
 
 
 def batch_size_value(value: str):

@@ -76,7 +76,7 @@ def _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output) -> N
     from satkit.cards import load_cards
     from satkit.analysis.distill import recommend_teachers
     from satkit.matrix.square import read_similarity_matrix
-    from satkit.io.atomic import check_output_path
+    from satkit.io.atomic import check_outputs
     from satkit.io.tables import write_table
 
     if student is None:
@@ -87,8 +87,7 @@ def _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output) -> N
         c.fail("--recommend only ranks teachers; drop --teacher and -o")
     if sat == "-" and cards == "-":
         c.fail("stdin (-) can be given only once")
-    if rec_output != "-":
-        check_output_path(rec_output)
+    check_outputs({"--recommend-output": rec_output}, [sat, cards])
     card_table = load_cards(cards)
     names, S = read_similarity_matrix(sat)
     ranking = recommend_teachers(student, names, S, card_table, sat_proxy)
@@ -112,7 +111,7 @@ def _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, so
     from satkit.matrix.square import read_similarity_matrix
     from satkit.data import load_data
     from satkit.devices import resolve_device
-    from satkit.io.atomic import check_output_path
+    from satkit.io.atomic import check_outputs
     from satkit.models import load_model
 
     if student is None:
@@ -121,15 +120,15 @@ def _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, so
         c.fail("-o/--output is required: where to write the student weights (.safetensors)")
     if output.suffix != ".safetensors":
         c.fail(f"-o {output}: student weights are written as safetensors; use a .safetensors file name")
-    if metrics is not None and Path(metrics).resolve() == Path(output).resolve():
-        c.fail("--metrics and -o are the same file; give them different names")
+    # every output, and the metrics table the run appends to, is checked before training:
+    # a bad path must not cost a training run
+    check_outputs({"-o": output, "--metrics": metrics}, [teacher, sat, data, eval_data])
+    if metrics is not None:
+        _check_metrics_table(metrics)
     config = DistillConfig(epochs=epochs, lr=lr, batch_size=batch_size, soft=soft, temperature=temperature, alpha=alpha, seed=seed)
     config.check()
     if soft and teacher is None:
         c.fail("--soft needs a --teacher")
-    check_output_path(output)
-    if metrics is not None:
-        check_output_path(metrics)
     is_digits = data.strip() == "digits"
     if eval_data is None and not is_digits:
         c.fail(f"--data {data}: give the evaluation data with --eval-data (only digits has a built-in test split)")
@@ -167,3 +166,15 @@ def _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, so
     sat_txt = f", SAT(teacher, student) {sat_value:.2f} (via {', '.join(sat_with)})" if sat_value is not None else ""
     c.info(f"student {arch_info.name} ({m['mode']}, {m['epochs']} epochs): test accuracy {m['student_accuracy']:.1%}; "
            f"{teacher_txt}{m['train_seconds']:.0f} s{sat_txt}; wrote {output}")
+
+
+def _check_metrics_table(path: Path) -> None:
+    """An existing --metrics file must be a distill metrics table, since the run appends a row to it."""
+    from satkit.analysis.distill import METRIC_COLUMNS
+    from satkit.errors import InputFileError
+    from satkit.io.tables import read_table
+
+    if str(path) == "-" or not path.is_file() or path.stat().st_size == 0:
+        return
+    if read_table(path, "distillation metrics table").columns != METRIC_COLUMNS:
+        raise InputFileError(f"{path}: not a satkit distill metrics table (columns differ); choose another --metrics file")

@@ -56,17 +56,12 @@ def ensemble(
     from satkit.analysis.ensemble import analyze_ensembles, grid_wide, plot_sat_vs_err, read_clusters_table
     from satkit.logits import open_logits_files
     from satkit.matrix.square import read_similarity_matrix
-    from satkit.cli.cluster import check_distinct_outputs, check_plot_path
-    from satkit.io.atomic import atomic_output, check_output_path
+    from satkit.cli.cluster import check_plot_path
+    from satkit.io.atomic import atomic_output, check_outputs
     from satkit.io.tables import write_table
 
     c.set_quiet(quiet)
-    check_distinct_outputs({"--output": output, "--plot": plot, "--grid": grid, "--summary": summary})
-    if output != "-":
-        check_output_path(output)
-    for p in (grid, summary):
-        if p is not None:
-            check_output_path(p)
+    check_outputs({"-o": output, "--plot": plot, "--grid": grid, "--summary": summary}, [*logits, sat, clusters])
     check_plot_path(plot, "--plot")
     if max_subsets <= 0:
         c.fail(f"--max-subsets must be positive, got {max_subsets}")

@@ -58,15 +58,13 @@ def importance(
     from satkit.cards import load_cards
     from satkit.analysis.importance import feature_importance, plot_importance
     from satkit.matrix.square import read_similarity_matrix
-    from satkit.cli.cluster import check_distinct_outputs, check_plot_path, check_stdin_once, warn_missing_cards
-    from satkit.io.atomic import check_output_path
+    from satkit.cli.cluster import check_plot_path, check_stdin_once, warn_missing_cards
+    from satkit.io.atomic import check_outputs
     from satkit.io.tables import write_table
 
     c.set_quiet(quiet)
-    check_distinct_outputs({"--output": output, "--plot": plot})
+    check_outputs({"-o": output, "--plot": plot}, [sat_csv, cards])
     check_stdin_once(sat_csv, cards)
-    if output != "-":
-        check_output_path(output)
     check_plot_path(plot, "--plot")
 
     card_table = load_cards(cards)

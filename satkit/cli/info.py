@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import typer
 
@@ -26,61 +27,168 @@ def info(
 
     f = read_satkit_file(file, tuple(FORMAT_VERSIONS))
     if as_json:
-        typer.echo(json.dumps({"format": f.format, "format_version": f.version, "provenance": f.provenance}, indent=2, sort_keys=True))
+        # ensure_ascii: control and bidi characters from the file come out as \uXXXX escapes, never raw
+        typer.echo(json.dumps({"format": f.format, "format_version": f.version, "provenance": f.provenance},
+                              indent=2, sort_keys=True, ensure_ascii=True))
         return
     from safetensors import safe_open
 
+    from satkit.provenance import printable
+
     lines = [f"{file}: {f.format} v{f.version}"]
-    with safe_open(str(file), framework="pt") as sf:
+    with safe_open(str(f.path), framework="pt") as sf:  # f.path: - is spooled to a file
         for k in sorted(f.keys):
             sl = sf.get_slice(k)
             lines.append(f"  tensor {k}: {sl.get_dtype()} {list(sl.get_shape())}")
-    p = f.provenance
-    if "model" in p:
-        m = p["model"]
+    p = f.provenance if isinstance(f.provenance, dict) else {}
+    m, a, d = _section(p, "model"), _section(p, "attack"), _section(p, "data")
+    if m:
         lines.append(f"  model: {m.get('name')} ({m.get('kind')}, weights {m.get('weights_id')})")
-    if "attack" in p:
-        a = p["attack"]
+    if a:
         lines.append(f"  attack: {a.get('attack')} eps={a.get('eps')} steps={a.get('steps')} step_size={a.get('step_size')} "
                      f"random_start={a.get('random_start')} seed={a.get('seed')}")
-    if "data" in p:
-        d = p["data"]
+    if d:
         lines.append(f"  data: {d.get('source')} n={d.get('n')} canvas={d.get('canvas')} fingerprint={d.get('fingerprint')}")
-    if "stats" in p:
+    if _section(p, "stats"):
         lines.append("  stats: " + ", ".join(f"{k}={v}" for k, v in p["stats"].items()))
-    if "versions" in p:
+    if _section(p, "versions"):
         lines.append("  versions: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()))
-    lines.append(f"  rerun: {p.get('rerun') or _rerun(p)}")
-    typer.echo("\n".join(lines))
+    lines.append(f"  rerun: {rerun_command(p, f.keys)}")
+    # Every string here may come from a crafted file: escape what a terminal would act on
+    # (escape sequences, bidi reordering, line breaks that could fake another line).
+    typer.echo("\n".join(printable(line) for line in lines))
 
 
-def _rerun(p: dict) -> str:
-    """Rebuild the command line from provenance when the file was written by the library directly."""
-    if p.get("command") == "logits" and "model" in p and "data" in p:
-        m, d = p["model"], p["data"]
-        s = d.get("sampling", {})
-        parts = ["satkit", "logits", m.get("spec", m.get("name")), "--data", str(d.get("source"))]
-        if s.get("n"):
-            parts += ["--n", str(s["n"]), "--data-seed", str(s.get("seed", 0))]
-        parts += ["--canvas", str(d["canvas"][-1]), "-o", "OUT.safetensors"]
-        from satkit.provenance import shell_quote
+def _section(p: dict, key: str) -> dict:
+    v = p.get(key)
+    return v if isinstance(v, dict) else {}
 
-        return shell_quote(parts)
-    if p.get("command") != "attack":
-        return "(not recorded)"
-    m, a, d = p["model"], p["attack"], p["data"]
+
+class _Malformed(Exception):
+    """A provenance field the rerun command cannot be rebuilt from."""
+
+    def __init__(self, field: str):
+        super().__init__(field)
+        self.field = field
+
+
+_MAX_INT = 2**63 - 1
+
+
+def _text(v: object, field: str, *, positional: bool = False) -> str:
+    from satkit.provenance import printable
+
+    # printable(v) != v: control/bidi characters; a leading "-" in a positional would be read as an option
+    if not isinstance(v, str) or not v.strip() or len(v) > 4096 or printable(v) != v or (positional and v.startswith("-")):
+        raise _Malformed(field)
+    return v
+
+
+def _int(v: object, field: str, lo: int, hi: int = _MAX_INT) -> str:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _Malformed(field)
+    return str(v)
+
+
+def _float(v: object, field: str, lo: float, hi: float, *, lo_open: bool = False) -> str:
+    import math
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _Malformed(field)
+    if not (lo < v <= hi if lo_open else lo <= v <= hi):
+        raise _Malformed(field)
+    return repr(float(v))
+
+
+def _common_args(p: dict, command: str) -> list[str]:
+    """satkit COMMAND SPEC --data ... [--n ... --data-seed ...] --canvas ... [--amp ...] [--random-init]"""
+    from satkit.devices import AMP_DTYPES
+
+    m, d = _section(p, "model"), _section(p, "data")
+    if not m:
+        raise _Malformed("model")
+    if not d:
+        raise _Malformed("data")
+    spec = _text(m.get("spec", m.get("name")), "model.spec", positional=True)
+    parts = ["satkit", command, spec, "--data", _text(d.get("source"), "data.source")]
     s = d.get("sampling", {})
-    parts = ["satkit", "attack", m.get("spec", m.get("name")), "--data", str(d.get("source"))]
-    if s.get("n"):
-        parts += ["--n", str(s["n"]), "--data-seed", str(s.get("seed", 0))]
-    parts += ["--eps", repr(a["eps"]), "--steps", str(a["steps"]), "--step-size", repr(a["step_size"]),
-              "--random-start" if a["random_start"] else "--no-random-start", "--seed", str(a["seed"]),
-              "--storage", p.get("storage_dtype", "uint8"), "--canvas", str(d["canvas"][-1])]
-    if p.get("batch_size"):
-        parts += ["--batch-size", str(p["batch_size"])]
+    if not isinstance(s, dict):
+        raise _Malformed("data.sampling")
+    if s.get("n") is not None:
+        parts += ["--n", _int(s["n"], "data.sampling.n", 1), "--data-seed", _int(s.get("seed", 0), "data.sampling.seed", 0)]
+    canvas = d.get("canvas")
+    if not isinstance(canvas, list) or not canvas:
+        raise _Malformed("data.canvas")
+    parts += ["--canvas", _int(canvas[-1], "data.canvas", 1, 1 << 16)]
+    amp = p.get("amp", "off")
+    if not isinstance(amp, str) or amp not in AMP_DTYPES:
+        raise _Malformed("amp")
+    if amp != "off":
+        parts += ["--amp", amp]
+    if m.get("kind") == "timm" and m.get("weights_id") == "random-init":
+        parts.append("--random-init")
+    return parts
+
+
+def _attack_args(p: dict) -> list[str]:
+    from satkit.io.pixels import STORAGE_DTYPES
+
+    a, m = _section(p, "attack"), _section(p, "model")
+    if not a:
+        raise _Malformed("attack")
+    parts = _common_args(p, "attack")
+    if a.get("attack", "pgd") != "pgd":  # the only attack the CLI runs
+        raise _Malformed("attack.attack")
+    if not isinstance(a.get("random_start"), bool):
+        raise _Malformed("attack.random_start")
+    storage = p.get("storage_dtype", a.get("storage", "uint8"))
+    if not isinstance(storage, str) or storage not in STORAGE_DTYPES:
+        raise _Malformed("storage_dtype")
+    parts += ["--eps", _float(a.get("eps"), "attack.eps", 0.0, 1.0),
+              "--steps", _int(a.get("steps"), "attack.steps", 1),
+              "--step-size", _float(a.get("step_size"), "attack.step_size", 0.0, 1.0, lo_open=True),
+              "--random-start" if a["random_start"] else "--no-random-start",
+              "--seed", _int(a.get("seed", 0), "attack.seed", -_MAX_INT),
+              "--storage", storage]
+    if p.get("batch_size") is not None:
+        parts += ["--batch-size", _int(p["batch_size"], "batch_size", 1)]
     parts += ["-o", "OUT.safetensors"]
-    if m.get("arch"):
-        parts += ["--arch", m["arch"]]
+    if m.get("arch") is not None:
+        parts += ["--arch", _text(m["arch"], "model.arch")]
+    return parts
+
+
+def _logits_args(p: dict, keys: Sequence[str]) -> list[str]:
+    parts = _common_args(p, "logits")
+    if "clean" not in keys:
+        parts.append("--no-images")
+    parts += ["-o", "OUT.safetensors"]
+    arch = _section(p, "model").get("arch")
+    if arch is not None:
+        parts += ["--arch", _text(arch, "model.arch")]
+    return parts
+
+
+def rerun_argv(p: dict, keys: Sequence[str] = ()) -> list[str] | None:
+    """The argv that reruns a file, rebuilt from its validated provenance fields.
+
+    A recorded ``rerun`` string is never used: the file may be crafted, and a shell line
+    copied from it could carry anything (``; curl ... | sh``). None when the file's command
+    has no CLI equivalent; raises _Malformed naming the first field that fails validation.
+    """
+    if p.get("command") == "attack":
+        return _attack_args(p)
+    if p.get("command") == "logits":
+        return _logits_args(p, keys)
+    return None
+
+
+def rerun_command(p: dict, keys: Sequence[str] = ()) -> str:
+    """The shell-quoted rerun command line, or a parenthesized reason it cannot be given."""
     from satkit.provenance import shell_quote
 
-    return shell_quote(parts)
+    try:
+        argv = rerun_argv(p, keys)
+    except _Malformed as e:
+        return f"(cannot be rebuilt: field {e.field} is malformed)"
+    return shell_quote(argv) if argv is not None else "(not recorded)"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -13,13 +11,13 @@ from satkit.cli import common as c
 
 def logits(
     model: str = typer.Argument(..., help="timm name[.tag], digits/<name>, or a model file (.safetensors with --arch, .pt, .pt2)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Logits file to write (.safetensors, format satkit.logits)."),
+    output: str = typer.Option(..., "--output", "-o", help="Logits file to write (.safetensors, format satkit.logits); - for stdout."),
     data: str = c.DataOpt,
     n: Optional[int] = c.NOpt,
     data_seed: int = c.DataSeedOpt,
     canvas: Optional[int] = c.CanvasOpt,
     images: bool = typer.Option(True, "--images/--no-images", help="Store the clean images too, so the file also works as --data (5,000 ImageNet images: 750 MB per file; --no-images leaves them out)."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Images per batch."),
+    batch_size: int = typer.Option(int(c.DEFAULT_BATCH), "--batch-size", help="Images per batch."),
     device: str = c.DeviceOpt,
     amp: str = c.AmpOpt,
     arch: Optional[str] = c.ArchOpt,
@@ -46,23 +44,19 @@ def logits(
 
         satkit logits resnet50 --data /data/imagenet/val --n 5000 -o logits/resnet50.safetensors
     """
-    from satkit.logits import compute_logits, save_logits
-    from satkit.data import load_data
+    from satkit.data import DataRequest
     from satkit.devices import resolve_device
-    from satkit.io.atomic import check_output_path
-    from satkit.models import load_model
-    from satkit.provenance import shell_quote
+    from satkit.jobs import logits_into_file
 
     c.set_quiet(quiet)
     if batch_size <= 0:
         c.fail(f"--batch-size must be positive, got {batch_size}")
-    check_output_path(output)  # fail before any expensive work
     dev = resolve_device(device)
     opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name)
-    clean = load_data(data, canvas=canvas, n=n, seed=data_seed)
-    lm = load_model(model, opts, dev)
     with c.progress_bar() as p:
-        res = compute_logits(lm, clean, batch_size=batch_size, amp=amp, store_images=images, progress=c.task_callback(p, f"logits {lm.name} ({dev})"))
-    rerun = shell_quote(["satkit", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("satkit") else None
-    save_logits(res, output, rerun=rerun)
-    c.info(f"{lm.name}: {len(clean)} images, top-1 accuracy {res.accuracy:.1%}; wrote {output}")
+        res = logits_into_file(model, output, data=DataRequest(data, n, data_seed, canvas), model_options=opts, device=dev,
+                               batch_size=batch_size, amp=amp, store_images=images, rerun=c.rerun_line(),
+                               progress=c.task_callback(p, f"logits {model} ({dev})"))
+    name_ = res.provenance["model"]["name"]
+    c.info(f"{name_}: {len(res.tensors['labels'])} images, top-1 accuracy {res.accuracy:.1%}; "
+           + ("wrote to stdout" if str(output) == "-" else f"wrote {output}"))

@@ -14,11 +14,11 @@ def matrix(
     tables: List[str] = typer.Argument(..., help="Transfer tables written by satkit transfer (CSV/Parquet); - for stdin."),
     output: str = typer.Option("-", "--output", "-o", help="SAT matrix CSV (square: first column = row names, header = the same names); - for stdout."),
     long: Optional[Path] = typer.Option(None, "--long", help="Also write the long table: one row per pair with |X_AB|, both fool rates and SAT."),
-    eps_s: float = typer.Option(1.0, "--eps-s", help="Floor inside the log, in percent: SAT = ln(max(eps_s, 100*rate)). Default 1 keeps SAT in [0, ln 100]."),
+    eps_s: float = typer.Option(1.0, "--eps-s", help="Floor inside the log, in percent (1e-20 <= eps_s < 100): SAT = ln(max(eps_s, 100*rate)). Default 1 keeps SAT in [0, ln 100]."),
     show: bool = typer.Option(True, "--show/--no-show", help="Print the matrix as a coloured table on stderr."),
     per_sample: Optional[List[Path]] = typer.Option(None, "--per-sample", help="Per-sample outcome tables (satkit transfer --per-sample), for --ci."),
     ci: Optional[float] = typer.Option(None, "--ci", help="Add percentile-bootstrap confidence intervals at this level (e.g. 0.95) to the --long table; needs --per-sample."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for --ci."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for --ci; at least 2/(1-ci), so each tail of the interval holds one (40 for 0.95)."),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Build the SAT matrix from transfer tables, exactly the paper's formula.
@@ -34,27 +34,23 @@ def matrix(
     """
     from satkit.matrix.sat import build_matrix
     from satkit.cli.render import render_matrix
-    from satkit.io.atomic import check_output_path
+    from satkit.io.atomic import check_outputs
     from satkit.io.tables import read_table, write_table
 
     c.set_quiet(quiet)
-    if output != "-":
-        check_output_path(output)
-    if long is not None:
-        check_output_path(long)
+    check_outputs({"-o": output, "--long": long}, [*tables, *(per_sample or [])])
     if tables.count("-") > 1:
         c.fail("stdin (-) can be given only once")
     if ci is not None and (not per_sample or long is None):
         c.fail("--ci needs --per-sample tables (satkit transfer --per-sample) and a --long output for the intervals")
     dfs = [read_table(t, "transfer table") for t in tables]
-    m = build_matrix(dfs, eps_s=eps_s)
+    m = build_matrix(dfs, eps_s=eps_s, where=["stdin" if t == "-" else t for t in tables])
     if ci is not None:
-        import polars as pl
-
         from satkit.matrix.sat import bootstrap_ci
 
-        samples = pl.concat([read_table(p, "per-sample table") for p in per_sample], how="diagonal_relaxed")
-        m.long = m.long.join(bootstrap_ci(samples, m.names, eps_s=eps_s, level=ci, n_boot=n_boot), on=["a", "b"], how="left")
+        samples = [read_table(p, "per-sample table") for p in per_sample]
+        intervals = bootstrap_ci(samples, m.names, eps_s=eps_s, level=ci, n_boot=n_boot, where=[str(p) for p in per_sample], matrix=m)
+        m.long = m.long.join(intervals, on=["a", "b"], how="left")
     for w in m.warnings:
         c.warn(w)
     write_table(m.frame(), output)

@@ -29,13 +29,11 @@ def merge(
     """
     from satkit.attacks.runner import ATTACK_FORMAT
     from satkit.attacks.shards import merge_shards
-    from satkit.io.atomic import check_output_path
+    from satkit.io.atomic import check_outputs
     from satkit.io.tensorfile import read_satkit_file, write_satkit_file
 
     c.set_quiet(quiet)
-    check_output_path(output)
-    if any(Path(s).resolve() == output.resolve() for s in shards):
-        c.fail(f"{output} is one of the shard files; write the merged file elsewhere")
+    check_outputs({"-o": output}, shards)
     files = [read_satkit_file(s, ATTACK_FORMAT) for s in shards]
     tensors, prov = merge_shards(files)
     write_satkit_file(output, ATTACK_FORMAT, tensors, prov)

@@ -17,12 +17,13 @@ def study(
     n: Optional[int] = c.NOpt,
     data_seed: int = c.DataSeedOpt,
     canvas: Optional[int] = c.CanvasOpt,
-    eps: Optional[str] = typer.Option(None, "--eps", help="L-infinity budget, pixel scale. Default: 0.1 for digits (see docs/study.md), 8/255 otherwise."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="L-infinity budget, pixel scale. Default: 0.1 for digits (see docs/study.md), 8/255 otherwise (the same in every command)."),
     steps: int = typer.Option(50, "--steps", help="PGD iterations (paper: 50)."),
     step_size: Optional[str] = typer.Option(None, "--step-size", help="Default 2.5*eps/steps."),
     seed: int = typer.Option(0, "--seed", help="Seed of the PGD random start."),
+    storage: str = typer.Option("uint8", "--storage", help="Storage dtype of clean/adv images: uint8, float16 or float32."),
     eps_s: float = typer.Option(1.0, "--eps-s", help="SAT floor in percent (see satkit matrix)."),
-    batch_size: str = typer.Option("128", "--batch-size", help=c.BatchSizeHelp),
+    batch_size: str = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
     devices: Optional[str] = typer.Option(None, "--devices", help="Run jobs in parallel, one worker process per device, e.g. cuda:0,cuda:1 (same outputs as one device)."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Run each attack and each target's transfers as a Ray task: a cluster address (auto, ray://host:10001) or 'local'. Needs pip install 'satkit[ray]' and a study directory every node can see."),
@@ -34,6 +35,7 @@ def study(
     analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="Also cluster the matrix and rank card components (clusters.csv, keywords.csv, importance.csv, plots)."),
     k: Optional[int] = typer.Option(None, "-k", help="Number of clusters (default: chosen by the eigengap)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: do only shard i's share (0-based) of the attacks and target evaluations, for job arrays; rerun shards until the matrix is written."),
+    wait: bool = typer.Option(False, "--wait", help="If another satkit run holds the study directory, wait for it instead of stopping."),
     plan: bool = typer.Option(False, "--plan", help="Only print what the study would run (attacks, transfer evaluations, forward/backward passes) and exit."),
     quiet: bool = c.QuietOpt,
 ) -> None:
@@ -59,37 +61,32 @@ def study(
 
         satkit study --ci 0.95                         # sat_long.csv gets 95 % intervals per cell
     """
+    import contextlib
     import time
 
     from satkit.attacks import AttackParams
     from satkit.cli.render import render_matrix
+    from satkit.data import default_eps
     from satkit.devices import resolve_device
-    from satkit.study import DIGITS_EPS, run_study
+    from satkit.study import StudyConfig, run_study
 
     c.set_quiet(quiet)
-    bs = c.batch_size_value(batch_size)
     shard_ = c.parse_shard(shard)
     if devices is not None and ray is not None:
         c.fail("--devices and --ray cannot be combined: give one")
-    if ci is not None and not 0 < ci < 1:
-        c.fail(f"--ci must be in (0, 1), e.g. 0.95; got {ci}")
-    if ci is not None and not per_sample:
-        c.fail("--ci needs per-sample outcomes; drop --no-per-sample")
-    default_eps = DIGITS_EPS if data.startswith("digits") else 8 / 255
     params = AttackParams(
-        eps=c.parse_fraction(eps, "--eps") if eps else default_eps, steps=steps,
-        step_size=c.parse_fraction(step_size, "--step-size") if step_size else None, seed=seed,
+        eps=c.parse_fraction(eps, "--eps") if eps else default_eps(data), steps=steps,
+        step_size=c.parse_fraction(step_size, "--step-size") if step_size else None, seed=seed, storage=storage,
     )
-    opts = c.model_options(None, False, pretrained)
+    cfg = StudyConfig.create(models, out, data=data, n=n, data_seed=data_seed, canvas=canvas, params=params,
+                             batch_size=c.batch_size_value(batch_size), amp=amp, model_options=c.model_options(None, False, pretrained),
+                             per_sample=per_sample, compile=compile_, eps_s=eps_s, k=k, ci=ci, analyses=analyses)
     if plan:
         from satkit.study import plan_study
 
-        pl_ = plan_study(models, data=data, out_dir=out, params=params, n=n, model_options=opts)
-        for key, value in pl_.rows():
+        for key, value in plan_study(cfg).rows():
             typer.echo(f"{key}: {value}")
         return
-    import contextlib
-
     from satkit.study.executors import DeviceExecutor, RayExecutor, parse_devices
 
     executor, where = None, None
@@ -114,10 +111,8 @@ def study(
                 tasks[key] = p.add_task(f"{label:8s} {ev.model.removeprefix('digits/')}" + (" (done before)" if ev.skipped else ""), total=ev.total or None)
             p.update(tasks[key], completed=ev.done, total=ev.total or None)
 
-        res = run_study(models, data=data, out_dir=out, params=params, n=n, data_seed=data_seed, canvas=canvas,
-                        batch_size=bs, device=dev, amp=amp, eps_s=eps_s, model_options=opts,
-                        analyses=analyses, k=k, shard=shard_, executor=executor, per_sample=per_sample, ci=ci,
-                        compile=compile_, on_event=on_event)
+        res = run_study(cfg, device=dev, executor=executor, shard=shard_, wait_for_lock=wait,
+                        on_event=on_event, on_wait=c.info)
     if res.waiting:
         c.info(f"shard {shard}: its share is done; waiting for other shards ({len(res.waiting)} outputs: "
                f"{', '.join(res.waiting[:3])}{', ...' if len(res.waiting) > 3 else ''}); run it again when they finish")

@@ -11,10 +11,10 @@ from satkit.cli import common as c
 
 
 def transfer(
-    inputs: List[str] = typer.Argument(..., help="One or more TARGET models followed by one or more attack files (.safetensors written by satkit attack)."),
+    inputs: List[str] = typer.Argument(..., help="One or more TARGET models followed by one or more attack files (.safetensors written by satkit attack; - reads one from stdin)."),
     output: str = typer.Option("-", "--output", "-o", help="Transfer table (CSV; .parquet for Parquet); - for stdout."),
     per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="Also write per-sample outcomes here (.csv or .parquet)."),
-    batch_size: str = typer.Option("128", "--batch-size", help=c.BatchSizeHelp),
+    batch_size: str = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
     amp: str = c.AmpOpt,
     compile_: bool = c.CompileOpt,
@@ -41,13 +41,11 @@ def transfer(
     """
     import polars as pl
 
-    from satkit.transfer import open_attack_files, run_transfer
     from satkit.devices import resolve_device
-    from satkit.io.atomic import check_output_path
+    from satkit.io.atomic import check_outputs
     from satkit.io.tables import write_table
-    from satkit.models.batching import resolve_batch_size
-    from satkit.models import load_model
-    from satkit.models.registry import prepare_model
+    from satkit.jobs import evaluate_target
+    from satkit.transfer import TRANSFER_SCHEMA, open_attack_files
 
     c.set_quiet(quiet)
     bs = c.batch_size_value(batch_size)
@@ -57,10 +55,7 @@ def transfer(
         c.fail("no target model given; usage: satkit transfer TARGET... ATTACK_FILE...")
     if not files:
         c.fail("no attack files given; usage: satkit transfer TARGET... ATTACK_FILE...")
-    if output != "-":
-        check_output_path(output)
-    if per_sample is not None:
-        check_output_path(per_sample)
+    check_outputs({"--output": output, "--per-sample": per_sample}, inputs=[*files, *(t for t in targets if Path(t).is_file())])
     opened = open_attack_files(files)
     if shard_ is not None:
         opened = opened[shard_[0]::shard_[1]]
@@ -70,18 +65,12 @@ def transfer(
     opts = c.model_options(arch, allow_pickle, pretrained)
     tables, samples = [], []
     with c.progress_bar() as p:
-        for spec in targets:
-            if not opened:
-                break
-            lm = prepare_model(load_model(spec, opts, dev), compile=compile_)
-            b = resolve_batch_size(bs, lm, opened[0].get("clean")[:1], kind="transfer", n=len(opened[0].get("labels")), amp=amp)
-            res = run_transfer(lm, opened, batch_size=b, amp=amp, per_sample=per_sample is not None,
-                               progress=c.task_callback(p, lm.name))
-            tables.append(res.table())
+        for spec in targets if opened else []:
+            o = evaluate_target(spec, opened, model_options=opts, device=dev, batch_size=bs, amp=amp, compile=compile_,
+                                per_sample=per_sample is not None, progress=c.task_callback(p, spec))
+            tables.append(o.result.table())
             if per_sample is not None:
-                samples.append(res.per_sample_table())
-    from satkit.transfer import TRANSFER_SCHEMA
-
+                samples.append(o.result.per_sample_table())
     write_table(pl.concat(tables) if tables else pl.DataFrame(schema=TRANSFER_SCHEMA), output)
     if per_sample is not None:
         write_table(pl.concat(samples) if samples else pl.DataFrame(), per_sample)
@@ -96,11 +85,14 @@ def _split_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
 
     targets, files = [], []
     for a in inputs:
+        if a == "-":  # an attack file piped from `satkit attack ... -o -`
+            files.append(a)
+            continue
         if a.endswith(".safetensors"):
             if not Path(a).exists():
                 raise InputFileError(f"{a}: no such file")
             try:
-                read_satkit_file(a, "satkit.attack")
+                read_satkit_file(a, "satkit.attack", verify=False)  # which kind; verified when opened
                 files.append(a)
                 continue
             except SatkitError as e:

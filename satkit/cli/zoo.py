@@ -57,7 +57,8 @@ def zoo_train(
 
         satkit zoo train resnet-s1 vit-s1
     """
-    from satkit.errors import ModelError
+    from satkit.errors import ModelError, OutputError
+    from satkit.io.atomic import check_outputs
     from satkit.models import zoo
 
     c.set_quiet(quiet)
@@ -65,6 +66,13 @@ def zoo_train(
     unknown = [n for n in names if n not in zoo.ZOO_MODELS]
     if unknown:
         raise ModelError(f"unknown zoo model(s) {', '.join(unknown)}; known: {', '.join(zoo.ZOO_MODELS)}")
+    # the weights are written after minutes of training: check where they go first
+    home = zoo.zoo_home()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the zoo directory {home} ({e.strerror}); set SATKIT_HOME to a writable directory") from None
+    check_outputs({f"digits/{n}": home / f"{n}{zoo.WEIGHTS_SUFFIX}" for n in names})
     with c.progress_bar() as p:
         tasks: dict[str, int] = {}
 

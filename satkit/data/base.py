@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 
 from satkit.errors import ParameterError
+from satkit.io.fingerprint import Fingerprinter, fingerprint_of  # noqa: F401  (re-exported: the fingerprint lives with the files)
 
 
 @dataclass
@@ -42,36 +42,6 @@ class CleanSet:
         return fingerprint_of(self.images, self.labels, self.ids)
 
 
-def fingerprint_of(images: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> str:
-    fp = Fingerprinter(tuple(images.shape), images.dtype)
-    fp.update(images)
-    return fp.hexdigest(labels, ids)
-
-
-class Fingerprinter:
-    """:func:`fingerprint_of` computed incrementally: images fed in row order, in any number of pieces.
-
-    sha256 over repr(shape), dtype, the image bytes (C order), then the int64
-    labels and ids: feeding ``images[a:b]`` pieces that cover all rows in order
-    gives the same digest as hashing the whole tensor at once.
-    """
-
-    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype):
-        self._h = hashlib.sha256()
-        self._h.update(repr(tuple(int(d) for d in shape)).encode())
-        self._h.update(str(dtype).encode())
-
-    def update(self, images: torch.Tensor) -> None:
-        # hashlib reads the buffer directly (no bytes copy) and releases the GIL on large updates
-        self._h.update(images.contiguous().numpy().reshape(-1).view(np.uint8))
-
-    def hexdigest(self, labels: torch.Tensor, ids: torch.Tensor) -> str:
-        h = self._h.copy()
-        h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
-        h.update(ids.to(torch.int64).contiguous().numpy().tobytes())
-        return h.hexdigest()[:32]
-
-
 def stratified_sample(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     """Indices of a class-stratified, seeded sample of size ``n`` (sorted).
 
@@ -80,6 +50,9 @@ def stratified_sample(labels: np.ndarray, n: int | None, seed: int) -> np.ndarra
     ``n >= len(labels)`` every index is returned. The paper's 5,000 ImageNet
     images are this with n=5000 over 1,000 classes: 5 per class.
     """
+    # checked even when nothing is sampled, so a bad seed never passes silently
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ParameterError(f"--data-seed must be a whole number >= 0, got {seed!r}")
     labels = np.asarray(labels)
     total = len(labels)
     if n is None or n >= total:

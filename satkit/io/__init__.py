@@ -4,7 +4,7 @@ Names are imported lazily so that table-only commands (cards, cluster) do not
 pay for importing torch.
 """
 
-from satkit.io.atomic import atomic_output, check_output_path
+from satkit.io.atomic import atomic_output, check_output_path, check_outputs
 
 _TENSORFILE = {"FORMAT_VERSIONS", "SatkitFile", "file_sha256", "read_satkit_file", "write_satkit_file"}
 
@@ -14,7 +14,11 @@ def __getattr__(name):
         from satkit.io import tensorfile
 
         return getattr(tensorfile, name)
+    if name == "DirectoryLock":  # fcntl: POSIX only, so imported on use
+        from satkit.io.lock import DirectoryLock
+
+        return DirectoryLock
     raise AttributeError(name)
 
 
-__all__ = ["atomic_output", "check_output_path", *sorted(_TENSORFILE)]
+__all__ = ["DirectoryLock", "atomic_output", "check_output_path", "check_outputs", *sorted(_TENSORFILE)]

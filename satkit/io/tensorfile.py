@@ -13,10 +13,15 @@ anything else, so a wrong file is an error and never a wrong number.
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import functools
 import hashlib
 import json
 import os
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -98,6 +103,9 @@ def write_satkit_file(
         "provenance": canonical_json(dict(provenance)),
     }
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    if str(path) == "-":
+        _write_stdout(data, meta)
+        return Path("-")
     with atomic_output(path) as tmp:
         save_file(data, str(tmp), metadata=meta)
         canonicalize_header(tmp)
@@ -121,11 +129,19 @@ def canonicalize_header(path: str | os.PathLike) -> None:
         fh.write(new + b" " * (n - len(new)))
 
 
-def read_satkit_file(path: str | os.PathLike, expected: str | tuple[str, ...]) -> SatkitFile:
-    """Open a satkit file, checking it exists, parses, and has the expected format and version."""
-    p = Path(path)
+def read_satkit_file(path: str | os.PathLike, expected: str | tuple[str, ...], verify: bool = True) -> SatkitFile:
+    """Open a satkit file, checking it exists, parses, and has the expected format and version.
+
+    With ``verify`` (the default) the file is also checked against itself
+    (:mod:`satkit.io.verify`: dtypes, shapes, pixel ranges, the eps bound, the
+    data fingerprint, ...) before anything uses its tensors. ``verify=False`` is
+    for callers that only read provenance to decide whether a file is current.
+    """
     expected_t = (expected,) if isinstance(expected, str) else tuple(expected)
     what = " or ".join(e.split(".")[1] for e in expected_t)
+    if str(path) == "-":
+        return _read_stdin(expected_t, what, verify)
+    p = Path(path)
     if not p.exists():
         raise InputFileError(f"{p}: no such file")
     if p.is_dir():
@@ -159,4 +175,93 @@ def read_satkit_file(path: str | os.PathLike, expected: str | tuple[str, ...]) -
         prov = json.loads(meta.get("provenance", "{}"))
     except json.JSONDecodeError:
         raise InputFileError(f"{p}: provenance metadata is not valid JSON; the file is damaged") from None
-    return SatkitFile(path=p, format=fmt, version=version, provenance=prov, keys=keys)
+    if not isinstance(prov, dict):  # even callers that only peek do prov.get(...)
+        raise InputFileError(f"{p}: provenance is malformed (not a JSON object); the file is damaged or was edited")
+    sf = SatkitFile(path=p, format=fmt, version=version, provenance=prov, keys=keys)
+    if verify:
+        from satkit.io.verify import verify_file
+
+        verify_file(sf)
+    return sf
+
+
+# ----------------------------------------------------------------------------- "-": stdout / stdin
+
+
+def _write_stdout(data: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> None:
+    """The bytes the file version holds (same sorted header), on stdout; no file is created."""
+    from safetensors.torch import save
+
+    buf = bytearray(save(dict(data), metadata=dict(meta)))
+    n = int.from_bytes(buf[:8], "little")
+    header = json.loads(bytes(buf[8 : 8 + n]).decode("utf-8"))
+    new = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(new) <= n:  # as canonicalize_header: a pure reordering never grows
+        buf[8 : 8 + n] = new + b" " * (n - len(new))
+    out = sys.stdout.buffer
+    out.write(bytes(buf))
+    out.flush()
+
+
+class _StdinSatkitFile(SatkitFile):
+    """A satkit file spooled from stdin: ``path`` is the spool, messages say stdin."""
+
+    def get(self, name: str) -> torch.Tensor:
+        from satkit.errors import SatkitError
+
+        try:
+            return super().get(name)
+        except SatkitError as e:
+            raise type(e)(str(e).replace(str(self.path), "stdin")) from None
+
+
+# The spool of the current stdin stream. safetensors memory-maps its files, so a
+# pipe must land in a real file first; holding the stream object (not its id)
+# keeps a later, different stdin (tests run many commands in one process) from
+# reusing another stream's spool.
+_STDIN_SPOOL: dict[str, Any] = {}
+
+
+def _remove_spool(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _spool_stdin(what: str) -> Path:
+    stream = sys.stdin
+    if _STDIN_SPOOL.get("stream") is stream:
+        return _STDIN_SPOOL["path"]
+    if stream is None:
+        raise InputFileError(f"stdin: no input stream; give a satkit {what} file path instead of -")
+    if stream.isatty():
+        raise InputFileError(f"stdin is a terminal; pipe a satkit {what} file in or give its path instead of -")
+    src = getattr(stream, "buffer", stream)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="satkit-stdin-", suffix=".safetensors")
+    except OSError as e:
+        raise InputFileError(f"stdin: cannot spool it to a temporary file ({e.strerror}); set TMPDIR to a writable directory") from None
+    atexit.register(_remove_spool, tmp)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            shutil.copyfileobj(src, fh, 1 << 20)
+    except OSError as e:
+        _remove_spool(tmp)
+        raise InputFileError(f"stdin: cannot spool it to {tmp} ({e.strerror}); set TMPDIR to a directory with space") from None
+    if os.path.getsize(tmp) == 0:
+        _remove_spool(tmp)
+        raise InputFileError(f"stdin: empty input, expected a satkit {what} file")
+    _STDIN_SPOOL.update(stream=stream, path=Path(tmp))
+    return Path(tmp)
+
+
+def _read_stdin(expected: tuple[str, ...], what: str, verify: bool) -> SatkitFile:
+    from satkit.errors import SatkitError
+
+    spool = _spool_stdin(what)
+    try:
+        f = read_satkit_file(spool, expected, verify=verify)
+    except SatkitError as e:
+        raise type(e)(str(e).replace(str(spool), "stdin")) from None
+    return _StdinSatkitFile(**{fld.name: getattr(f, fld.name) for fld in dataclasses.fields(f) if fld.init})

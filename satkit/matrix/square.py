@@ -11,6 +11,10 @@ the header row holds the column names in the same order. Cells are numbers;
 an empty cell is NaN, which the reader rejects (every pair must be measured)
 and the writer produces for missing values. Symmetry is not required: one-sided
 matrices (appendix G.1 approximation) are legitimate.
+
+The reader accepts any finite number, since not every similarity matrix is
+SAT; the SAT analyses check the SAT range themselves
+(:func:`satkit.matrix.sat.check_sat_matrix`).
 """
 
 from __future__ import annotations

@@ -87,14 +87,14 @@ def resolve_batch_size(value: int | str, model, sample: torch.Tensor, *, kind: s
     from satkit.devices import resolve_amp
 
     net = model.module
-    device = next(iter(net.buffers())).device
+    device = model.device
     amp_dtype = resolve_amp(amp, device)
     x1 = as_float(sample[:1]).to(device)
     y1 = torch.zeros(1, dtype=torch.int64, device=device)
 
     def run(b: int) -> None:
         x = x1.expand(b, *x1.shape[1:]).contiguous()
-        ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else _null()
+        ctx = model.autocast(amp_dtype)
         if kind == "attack":
             x.requires_grad_(True)
             with ctx:
@@ -135,10 +135,3 @@ def _ceil_pow2(n: int) -> int:
         b *= 2
     return b
 
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False

@@ -5,12 +5,16 @@ them and no caller ever normalizes by hand (DESIGN.md invariant 1)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from satkit.errors import ModelError
+from satkit.io.pixels import as_float
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,45 @@ class LoadedModel:
     @property
     def data_config(self) -> DataConfig:
         return self.module.cfg
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs (the wrapper's mean/std buffers move with it)."""
+        return self.module.mean.device
+
+    def autocast(self, amp_dtype: torch.dtype | None):
+        """Autocast to ``amp_dtype`` on the model's device, or nothing (``None``: full precision)."""
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=amp_dtype)
+
+    def predict_logits(
+        self,
+        images: torch.Tensor,
+        batch_size: int,
+        amp_dtype: torch.dtype | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """float32 CPU logits of stored images (uint8 or float, (N, C, H, W)), batched; NaN/inf is an error."""
+        n = len(images)
+        out: torch.Tensor | None = None
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            x = as_float(images[start:stop]).to(self.device, non_blocking=True)
+            with torch.inference_mode(), self.autocast(amp_dtype):
+                logits = self.module(x).float()
+            self.check_finite(logits)
+            if out is None:
+                out = torch.empty((n, logits.shape[1]), dtype=torch.float32)
+            out[start:stop] = logits.cpu()
+            if progress:
+                progress(stop, n)
+        return out if out is not None else torch.empty((0, self.num_classes), dtype=torch.float32)
+
+    def check_finite(self, logits: torch.Tensor) -> None:
+        if not torch.isfinite(logits).all():
+            bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+            raise ModelError(f"model {self.name} produced NaN/inf logits on {bad} sample(s); check its weights and input scaling")
 
     def provenance(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,91 @@
+"""A study's settings in one picklable object: what every job needs, wherever it runs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from satkit.attacks import AttackParams
+from satkit.data import DataRequest, default_eps
+from satkit.errors import ParameterError
+from satkit.jobs import DEFAULT_BATCH_SIZE, AttackJob
+from satkit.matrix.sat import DEFAULT_EPS_S
+from satkit.models import ModelOptions, model_display_name
+from satkit.study.layout import StudyDir, slug
+
+
+def default_models() -> list[str]:
+    """The built-in digits zoo (``satkit zoo list``)."""
+    from satkit.models import zoo
+
+    return [f"digits/{n}" for n in zoo.ZOO_MODELS]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything a study run and its jobs need; build it with :meth:`create` (defaults filled, inputs checked)."""
+
+    out: str
+    models: tuple[str, ...]
+    data: DataRequest = field(default_factory=DataRequest)
+    params: AttackParams = field(default_factory=AttackParams)
+    batch_size: int | str = DEFAULT_BATCH_SIZE  # or "auto"
+    amp: str = "off"
+    model_options: ModelOptions | None = None
+    per_sample: bool = True
+    compile: bool = False
+    eps_s: float = DEFAULT_EPS_S
+    k: int | None = None  # clusters (None: eigengap)
+    ci: float | None = None  # bootstrap interval level in sat_long.csv
+    analyses: bool = True
+
+    @classmethod
+    def create(cls, models: list[str] | tuple[str, ...] | None = None, out: str | Path = "satkit-study", *,
+               data: str = "digits", n: int | None = None, data_seed: int = 0, canvas: int | None = None,
+               params: AttackParams | None = None, **settings: Any) -> "StudyConfig":
+        """Defaults: the digits zoo, the data source's eps (:func:`satkit.data.default_eps`), PGD's settings."""
+        models = tuple(models) if models else tuple(default_models())
+        params = params if params is not None else AttackParams(eps=default_eps(data))
+        cfg = cls(out=str(Path(out)), models=models, data=DataRequest(data, n, data_seed, canvas), params=params, **settings)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        from satkit.matrix.sat import check_eps_s
+
+        if not self.models:
+            raise ParameterError("a study needs at least one model")
+        twice = [m for m, c in Counter(self.models).items() if c > 1]
+        if twice:
+            raise ParameterError(f"the model list names {twice[0]} twice")
+        by_name: dict[str, str] = {}
+        for m in self.models:
+            name = self.name(m)
+            if name in by_name:
+                raise ParameterError(f"{by_name[name]} and {m} both get the name '{name}' in the matrix; "
+                                     "rename one of the files (the name is the file's stem)")
+            by_name[name] = m
+        slugs = Counter(slug(m) for m in self.models)
+        clash = [m for m in self.models if slugs[slug(m)] > 1]
+        if clash:
+            raise ParameterError(f"{clash[0]} and {clash[1]} map to the same file name in the study directory; rename one")
+        check_eps_s(self.eps_s)
+        if self.ci is not None and not 0 < self.ci < 1:
+            raise ParameterError(f"--ci must be in (0, 1), e.g. 0.95; got {self.ci}")
+        if self.ci is not None and not self.per_sample:
+            raise ParameterError("--ci needs per-sample outcomes; drop --no-per-sample")
+        if self.k is not None and self.k < 1:
+            raise ParameterError(f"-k must be at least 1, got {self.k}")
+
+    @property
+    def dir(self) -> StudyDir:
+        return StudyDir(self.out)
+
+    def name(self, spec: str) -> str:
+        return model_display_name(spec, self.model_options)
+
+    def attack_job(self, spec: str) -> AttackJob:
+        return AttackJob(model=spec, data=self.data, params=self.params, model_options=self.model_options,
+                         batch_size=self.batch_size, amp=self.amp, compile=self.compile)

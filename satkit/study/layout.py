@@ -1,0 +1,157 @@
+"""The study directory: where each file lives, and ``study.json``, the study's settings.
+
+Layout::
+
+    study.json              settings (schema below): models, data, attack, eps_s, fingerprint
+    attacks/<model>.safetensors
+    transfer/<model>.csv    one table per TARGET, one row per source
+    transfer/<model>.samples.parquet   per-sample outcomes of that target
+    logits/<model>.safetensors  clean logits (from the attack files: no extra model run)
+    sat.csv, sat_long.csv   the SAT matrix, square and one row per pair
+    clusters.csv, keywords.csv, importance.csv, ensemble*.csv/json, *.png   analyses
+
+``study.json`` is written only when a run has produced the matrix, so it always
+describes files that exist; a failed or interrupted run leaves it as it was.
+A shared study directory is untrusted input: every field is checked on read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from satkit.attacks import AttackParams
+from satkit.data import DataRequest
+from satkit.errors import InputFileError, SatkitError
+from satkit.io.atomic import atomic_output
+
+SCHEMA_VERSION = 1
+
+
+def slug(name: str) -> str:
+    """File-name-safe form of a model name ("digits/resnet-s1" -> "digits__resnet-s1")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "__", name).strip("_") or "model"
+
+
+class StudyDir:
+    """Paths of one study directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def attack_path(self, spec: str) -> Path:
+        return self.root / "attacks" / f"{slug(spec)}.safetensors"
+
+    def transfer_path(self, spec: str) -> Path:
+        return self.root / "transfer" / f"{slug(spec)}.csv"
+
+    def samples_path(self, spec: str) -> Path:
+        return self.root / "transfer" / f"{slug(spec)}.samples.parquet"
+
+    def logits_path(self, spec: str) -> Path:
+        return self.root / "logits" / f"{slug(spec)}.safetensors"
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / "study.json"
+
+    def subdirs(self) -> list[Path]:
+        return [self.root / "attacks", self.root / "transfer", self.root / "logits"]
+
+    def remove_stale_partials(self) -> None:
+        """Temporary files of a killed run (never under a final name) are removed on the next run."""
+        for d in (self.root, *self.subdirs()):
+            for p in d.glob(".*.partial") if d.is_dir() else ():
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What ``study.json`` records: enough to rebuild the clean set, the attack and the matrix."""
+
+    models: tuple[str, ...]
+    data: DataRequest
+    params: AttackParams
+    amp: str
+    eps_s: float
+    fingerprint: str
+
+    def to_json(self) -> str:
+        d = {
+            "schema_version": SCHEMA_VERSION,
+            "models": list(self.models),
+            "data": self.data.source, "n": self.data.n, "data_seed": self.data.seed, "canvas": self.data.canvas,
+            "attack": self.params.to_dict(), "amp": self.amp, "eps_s": self.eps_s, "fingerprint": self.fingerprint,
+        }
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+
+def write_settings(study: StudyDir, settings: StudySettings) -> None:
+    with atomic_output(study.settings_path) as tmp:
+        tmp.write_text(settings.to_json(), encoding="utf-8")
+
+
+def _field(d: dict, key: str, kind: type | tuple, where: Path, optional: bool = False) -> Any:
+    if key not in d or d[key] is None:
+        if optional:
+            return None
+        raise InputFileError(f"{where}: '{key}' is missing; rerun satkit study")
+    v = d[key]
+    if isinstance(v, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise InputFileError(f"{where}: '{key}' has the wrong type; rerun satkit study")
+    if not isinstance(v, kind):
+        raise InputFileError(f"{where}: '{key}' has the wrong type; rerun satkit study")
+    return v
+
+
+def read_settings(study_dir: str | Path) -> StudySettings:
+    """``study.json`` of ``study_dir``, every field checked (type and range); a one-line error otherwise."""
+    d = Path(study_dir)
+    p = d / "study.json"
+    if not d.is_dir():
+        raise InputFileError(f"{d}: no such study directory; run `satkit study -o {d}` first")
+    if not p.is_file():
+        raise InputFileError(f"{d}: not a study directory (no study.json); run `satkit study -o {d}` first")
+    try:
+        s = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        raise InputFileError(f"{p}: not a valid study.json; rerun satkit study") from None
+    if not isinstance(s, dict):
+        raise InputFileError(f"{p}: not a valid study.json; rerun satkit study")
+    version = s.get("schema_version", 0)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise InputFileError(f"{p}: written by a newer satkit (schema {version}); upgrade satkit")
+    models = _field(s, "models", list, p)
+    if not models or not all(isinstance(m, str) and m.strip() for m in models) or len(set(models)) != len(models):
+        raise InputFileError(f"{p}: 'models' must be a list of distinct model names; rerun satkit study")
+    n = _field(s, "n", int, p, optional=True)
+    seed = _field(s, "data_seed", int, p, optional=True) or 0
+    canvas = _field(s, "canvas", int, p, optional=True)
+    if (n is not None and n <= 0) or seed < 0 or (canvas is not None and canvas <= 0):
+        raise InputFileError(f"{p}: n, data_seed or canvas out of range; rerun satkit study")
+    a = _field(s, "attack", dict, p)
+    try:
+        params = AttackParams(eps=float(a["eps"]), steps=int(a["steps"]), step_size=float(a["step_size"]),
+                              random_start=bool(a["random_start"]), seed=int(a["seed"]), attack=str(a["attack"]),
+                              storage=str(a["storage"]))
+    except (KeyError, TypeError, ValueError):
+        raise InputFileError(f"{p}: attack settings are incomplete; rerun satkit study") from None
+    except SatkitError as e:
+        raise InputFileError(f"{p}: attack settings out of range ({e})") from None
+    eps_s = _field(s, "eps_s", (int, float), p, optional=True)
+    eps_s = 1.0 if eps_s is None else float(eps_s)
+    if not (math.isfinite(eps_s) and 0 < eps_s < 100):
+        raise InputFileError(f"{p}: eps_s must be in (0, 100); rerun satkit study")
+    amp = _field(s, "amp", str, p, optional=True) or "off"
+    if amp not in ("off", "bf16", "fp16"):
+        raise InputFileError(f"{p}: unknown amp '{amp}'")
+    fingerprint = _field(s, "fingerprint", str, p)
+    data = DataRequest(source=_field(s, "data", str, p), n=n, seed=seed, canvas=canvas)
+    return StudySettings(models=tuple(models), data=data, params=params, amp=amp, eps_s=eps_s, fingerprint=fingerprint)
