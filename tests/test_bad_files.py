@@ -3,8 +3,10 @@ problem, exit 2, no traceback, and no output file created or overwritten (as tes
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
+
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from satkit.cli.app import app
@@ -52,15 +54,43 @@ def _at(index, value):
     return fn
 
 
+def _as_float16(t):
+    for name in ("clean", "adv"):
+        t[name] = (t[name].to(torch.float32) / 255.0).to(torch.float16)
+
+
+def _storage(dtype):
+    def edit(p):
+        p["storage_dtype"] = p["attack"]["storage"] = dtype
+
+    return edit
+
+
+def _rows(start, stop):
+    def edit(t):
+        for name in list(t):
+            t[name] = t[name][start:stop].clone()
+
+    return edit
+
+
+def _shard(i, start, stop):
+    def edit(p):
+        p["shard"] = {"index": i, "count": 2, "start": start, "stop": stop, "n_total": 20}
+
+    return edit
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad_files")
-    a, h = d / "adv.safetensors", d / "adv_f16.safetensors"
+    a = d / "adv.safetensors"
     _run("attack", "digits/resnet-s1", "--n", 20, "--steps", 1, "-o", a)
-    _run("attack", "digits/resnet-s1", "--n", 20, "--steps", 1, "--storage", "float16", "-o", h)
-    for i in (0, 1):
-        _run("attack", "digits/resnet-s1", "--n", 20, "--steps", 1, "--batch-size", 8, "--shard", f"{i}/2",
-             "-o", d / f"shard{i}.safetensors")
+    # the other good files are cut from this one (one attack run keeps the module fast): the
+    # float16 copy holds k/255 as float16 storage does, the shards are rows 0..8 and 8..20
+    rewrite(a, d / "adv_f16.safetensors", _as_float16, _storage("float16"))
+    for i, (start, stop) in enumerate(((0, 8), (8, 20))):
+        rewrite(a, d / f"shard{i}.safetensors", _rows(start, stop), _shard(i, start, stop))
     rewrite(d / "shard1.safetensors", d / "shard1_swapped.safetensors", _swap_rows)
     eps = 0.1  # the digits default; checked below against the file
     edits = {
@@ -81,7 +111,7 @@ def ws(tmp_path_factory):
     }
     for name, (tensors, prov) in edits.items():
         rewrite(a, d / f"{name}.safetensors", tensors, prov)
-    rewrite(h, d / "f16_outside.safetensors", _put("adv", _at((0, 0, 0, 0), 1.5)))
+    rewrite(d / "adv_f16.safetensors", d / "f16_outside.safetensors", _put("adv", _at((0, 0, 0, 0), 1.5)))
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     for name, logits in (("l_ok", torch.randn(6, 10)), ("l_nan", torch.full((6, 10), float("nan")))):
         write_satkit_file(d / f"{name}.safetensors", "satkit.logits", {"logits": logits, "labels": labels, "ids": torch.arange(6)},
@@ -92,6 +122,8 @@ def ws(tmp_path_factory):
     from satkit.io.tensorfile import read_satkit_file
 
     assert read_satkit_file(a, "satkit.attack").provenance["attack"]["eps"] == eps
+    for good in ("adv_f16", "shard0", "shard1"):  # the cut files are sound: each case fails for its own defect
+        read_satkit_file(d / f"{good}.safetensors", "satkit.attack")
     return d
 
 
@@ -134,8 +166,7 @@ def test_bad_file(ws, tmp_path, case):
     argv = [a.format(d=ws, out=out) for a in args]
     outputs = [p for p in argv if p.startswith(str(out))]
     for p in outputs:  # an existing output must survive untouched
-        with open(p, "wb") as fh:
-            fh.write(SENTINEL)
+        Path(p).write_bytes(SENTINEL)
     r = runner.invoke(app, argv)
     assert r.exit_code == 2, (cid, r.exit_code, r.stdout, r.stderr, r.exception)
     err = r.stderr.strip()
@@ -144,5 +175,5 @@ def test_bad_file(ws, tmp_path, case):
     for w in words:
         assert w in err, (cid, w, err)
     for p in outputs:
-        assert open(p, "rb").read() == SENTINEL, f"{cid}: output overwritten"
+        assert Path(p).read_bytes() == SENTINEL, f"{cid}: output overwritten"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]

@@ -176,7 +176,7 @@ def test_bool_tensor_with_byte_two(ws, tmp_path):
 
 def test_source_correct_disagrees_with_logits(ws, tmp_path):
     def edit(t):
-        sc, logits, labels = t["source_correct"].clone(), t["clean_logits"], t["labels"]
+        sc, logits = t["source_correct"].clone(), t["clean_logits"]
         top2 = logits.topk(2, dim=1).values
         i = int(torch.nonzero(top2[:, 0] > top2[:, 1])[0])  # a sample without a tie at the top
         sc[i] = ~sc[i]

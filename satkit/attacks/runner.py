@@ -164,7 +164,7 @@ def run_attack(
 
 
 def attack_key(prov: dict[str, Any]) -> str:
-    """Identity of an attack file's content: model weights, attack parameters, clean set (not versions)."""
+    """Identity of an attack file's content: model weights, attack parameters, clean set, autocast (not versions)."""
     import hashlib
 
     core = {
@@ -173,6 +173,8 @@ def attack_key(prov: dict[str, Any]) -> str:
         "data": prov["data"]["fingerprint"],
         "storage": prov["storage_dtype"],
     }
+    if prov.get("amp", "off") != "off":  # other numerics, other adversarials (absent for full precision: keys stay stable)
+        core["amp"] = prov["amp"]
     return hashlib.sha256(canonical_json(core).encode()).hexdigest()[:16]
 
 

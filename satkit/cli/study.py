@@ -117,7 +117,7 @@ def study(
         c.info(f"shard {shard}: its share is done; waiting for other shards ({len(res.waiting)} outputs: "
                f"{', '.join(res.waiting[:3])}{', ...' if len(res.waiting) > 3 else ''}); run it again when they finish")
         return
-    for w in res.matrix.warnings:
+    for w in [*res.matrix.warnings, *res.notes]:
         c.warn(w)
     if not c.STATE.quiet:
         render_matrix(res.matrix.names, res.matrix.values, c.err_console)

@@ -22,8 +22,9 @@ read unless the caller only peeks at provenance.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -45,12 +46,12 @@ _ST_DTYPES = {
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def verify_file(f: "SatkitFile") -> None:
+def verify_file(f: SatkitFile) -> None:
     """Run the verifier of ``f``'s format; raises a one-line :class:`SatkitError` on the first defect."""
     VERIFIERS[f.format](f)
 
 
-def verify_attack(f: "SatkitFile") -> None:
+def verify_attack(f: SatkitFile) -> None:
     """Check a ``satkit.attack`` file (see the module docstring); no model is run."""
     with _file_tensors(f) as t:
         _check_attack(t, f.provenance, _Fail(str(f.path), InputFileError, "remake it with `satkit attack`"))
@@ -66,19 +67,19 @@ def verify_attack_tensors(
     _check_attack(_DictTensors(tensors), provenance, _Fail(where, InputFileError, todo))
 
 
-def verify_logits(f: "SatkitFile") -> None:
+def verify_logits(f: SatkitFile) -> None:
     """Check a ``satkit.logits`` file: provenance, dtypes/shapes, finite logits, labels in range, unique ids, pixels."""
     with _file_tensors(f) as t:
         _check_logits(t, f.provenance, _Fail(str(f.path), InputFileError, "remake it with `satkit logits`"))
 
 
-def verify_data(f: "SatkitFile") -> None:
+def verify_data(f: SatkitFile) -> None:
     """Check a ``satkit.data`` file: images uint8 or finite float in [0, 1], labels integers >= 0, unique ids."""
     with _file_tensors(f) as t:
         _check_data(t, f.provenance, _Fail(str(f.path), DataError, "rewrite the data file"))
 
 
-VERIFIERS: dict[str, Callable[["SatkitFile"], None]] = {
+VERIFIERS: dict[str, Callable[[SatkitFile], None]] = {
     "satkit.attack": verify_attack,
     "satkit.logits": verify_logits,
     "satkit.data": verify_data,
@@ -127,7 +128,7 @@ class _DictTensors:
 class _FileTensors:
     """Header dtypes/shapes without loading; tensors and row ranges from one open memory map."""
 
-    def __init__(self, f: "SatkitFile", sf: Any):
+    def __init__(self, f: SatkitFile, sf: Any):
         self._f, self._sf = f, sf
 
     def has(self, name: str) -> bool:
@@ -155,7 +156,7 @@ class _FileTensors:
 
 
 @contextmanager
-def _file_tensors(f: "SatkitFile") -> Iterator[_FileTensors]:
+def _file_tensors(f: SatkitFile) -> Iterator[_FileTensors]:
     from safetensors import safe_open
 
     try:
@@ -302,6 +303,8 @@ def _attack_provenance(prov: Any, fail: _Fail) -> dict[str, Any]:
         raise fail.field("storage_dtype")
     if "storage" in attack and attack["storage"] != storage:
         raise fail.field("attack.storage")
+    if "attack_key" in prov and not isinstance(prov["attack_key"], str):
+        raise fail.field("attack_key")
     shard = None
     if "shard" in prov:  # present at all means a shard: an emptied entry must not pass as a whole file
         shard = _section(prov, "shard", fail)

@@ -83,7 +83,7 @@ def resolve_batch_size(value: int | str, model, sample: torch.Tensor, *, kind: s
         return int(value)
     if value != "auto":
         return int(parse_batch_size(value))
-    from satkit.attacks.quantize import as_float
+    from satkit.io.pixels import as_float
     from satkit.devices import resolve_amp
 
     net = model.module

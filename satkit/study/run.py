@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 
-from satkit.errors import OutputError, ParameterError
+from satkit.errors import OutputError, ParameterError, SatkitError
 from satkit.io.lock import DirectoryLock
 from satkit.io.tables import read_table, write_table
 from satkit.matrix.sat import SatMatrix, bootstrap_ci, build_matrix
@@ -60,6 +60,7 @@ class StudyResult:
     analysis: StudyAnalysis | None = None
     waiting: list[str] = field(default_factory=list)  # with a shard: outputs other shards have not made yet
     jobs: list[JobReport] = field(default_factory=list)  # what each job that was dispatched did
+    notes: list[str] = field(default_factory=list)  # what was skipped, and why
 
     def add(self, rep: JobReport) -> None:
         self.model_loads += rep.model_loads
@@ -175,8 +176,11 @@ def run_study(
         mat = res.matrix
         if cfg.analyses and len(mat.names) >= 3 and not np.isnan(mat.values).any():
             t0 = time.perf_counter()
-            res.analysis = run_analyses(mat, study, k=cfg.k, seed=cfg.params.seed,
-                                        emit=lambda what, d, t: emit(StudyEvent("analysis", what, d, t)))
+            try:
+                res.analysis = run_analyses(mat, study, k=cfg.k, seed=cfg.params.seed,
+                                            emit=lambda what, d, t: emit(StudyEvent("analysis", what, d, t)))
+            except SatkitError as e:  # e.g. a matrix without structure cannot be clustered; the matrix stands
+                res.notes.append(f"analyses skipped: {e}")
             res.seconds["analysis"] = time.perf_counter() - t0
         # last: study.json always describes a finished matrix (approx --study relies on it)
         write_settings(study, StudySettings(models=cfg.models, data=cfg.data, params=cfg.params, amp=cfg.amp,
@@ -190,8 +194,8 @@ def _matrix(cfg: StudyConfig) -> SatMatrix:
     mat = build_matrix(tables, eps_s=cfg.eps_s)
     if cfg.ci is not None:
         samples = pl.concat([read_table(study.samples_path(m), "per-sample table") for m in cfg.models], how="vertical_relaxed")
-        mat.long = mat.long.join(bootstrap_ci(samples, mat.names, eps_s=cfg.eps_s, level=cfg.ci, seed=cfg.params.seed),
-                                 on=["a", "b"], how="left")
+        ci = bootstrap_ci(samples, mat.names, eps_s=cfg.eps_s, level=cfg.ci, seed=cfg.params.seed, matrix=mat)
+        mat.long = mat.long.join(ci, on=["a", "b"], how="left")
     write_table(mat.frame(), study.root / "sat.csv")
     write_table(mat.long, study.root / "sat_long.csv")
     return mat
