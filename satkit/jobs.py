@@ -102,8 +102,7 @@ def attack_is_current(path: str | Path, *, name: str, weights_id: str | None, pa
     model = prov.get("model") if isinstance(prov.get("model"), dict) else {}
     data = prov.get("data") if isinstance(prov.get("data"), dict) else {}
     ok = (
-        "clean_logits" in f.keys
-        and not prov.get("shard")
+        not prov.get("shard")
         and model.get("name") == name
         and model.get("weights_id") == weights_id
         and data.get("fingerprint") == fingerprint

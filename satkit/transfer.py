@@ -27,11 +27,6 @@ from satkit.models.registry import ensure_num_classes
 from satkit.models.wrapper import LoadedModel
 from satkit.provenance import ProgressFn
 
-TRANSFER_COLUMNS = [
-    "source", "target", "n", "n_source_correct", "n_target_correct", "n_both", "n_fooled",
-    "fingerprint", "attack_key", "target_weights_id", "eps", "steps", "attack",
-]
-
 
 @dataclass
 class TransferResult:

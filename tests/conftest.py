@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -62,5 +61,3 @@ def digits_small():
 
     return load_data("digits", n=60, seed=0)
 
-
-DATA_DIR = Path(__file__).parent / "data"

@@ -20,6 +20,8 @@ from satkit.attacks import AttackParams
 from satkit.cli.app import app
 from satkit.study import StudyConfig, default_models, run_study
 
+pytestmark = pytest.mark.slow  # builds a 9- and a 10-model zoo study
+
 runner = CliRunner()
 NEW = "digits/resnet-s3"
 

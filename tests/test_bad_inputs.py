@@ -3,7 +3,6 @@ no traceback, and no output file created or overwritten."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 
@@ -142,21 +141,3 @@ def test_bad_input(ws, tmp_path, case):
     for p in outputs:
         assert open(p, "rb").read() == SENTINEL, f"{cid}: output overwritten"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
-
-
-def test_case_count():
-    assert len(CASES) >= 25
-
-
-def test_case_table_in_docs():
-    """docs/errors.md lists every case (regenerate with python -m tests.test_bad_inputs)."""
-    from pathlib import Path
-
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "errors.md").read_text()
-    missing = [c[0] for c in CASES if f"`{c[0]}`" not in doc]
-    assert not missing, missing
-
-
-if __name__ == "__main__":  # print the markdown table for docs/errors.md
-    for cid, args, words in CASES:
-        print(f"| `{cid}` | `satkit {' '.join(args).replace('{d}/', '').replace('{out}', 'OUT')}` | {', '.join(words)} |")

@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from satkit.analysis.distill import DistillConfig, distill, recommend_teachers, teacher_student_sat
@@ -13,8 +14,9 @@ from satkit.matrix.square import write_similarity_matrix
 from satkit.cli.app import app
 from satkit.data import load_data
 from satkit.errors import MismatchError
-from satkit.models import ModelOptions, load_model
+from satkit.models import ModelOptions, load_model, zoo
 from tests.cli_helpers import assert_clean_error
+from tests.test_zoo import reference_fit
 
 runner = CliRunner()
 
@@ -59,6 +61,43 @@ def test_training_is_seeded(digits_train_test):
     b = distill(teacher, "digits/mixer", small, test, DistillConfig(epochs=1, seed=3, soft=True, temperature=2.0))
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert a.metrics["mode"] == "soft" and a.metrics["temperature"] == 2.0
+
+
+def test_without_teacher_the_student_is_trained_like_the_zoo(digits_train_test):
+    train, test = digits_train_test
+    res = distill(None, "digits/vit", train, test, DistillConfig(epochs=1, seed=2))
+    state, _ = zoo.train_zoo_model("vit-s2", epochs=1)
+    assert state.keys() == res.state_dict.keys() and all(torch.equal(state[k], res.state_dict[k]) for k in state)
+
+
+@pytest.mark.parametrize("teacher_name,student,soft", [("digits/mixer-s1", "convmixer", False), ("digits/vit-s1", "mixer", True)])
+def test_distillation_reproduces_the_frozen_loop(digits_train_test, teacher_name, student, soft):
+    """Student weights are exactly those of tests.test_zoo.reference_fit with the teacher term of the module docstring."""
+    _, test = digits_train_test
+    small = load_data("digits:train", n=200)
+    teacher = load_model(teacher_name)
+    a, T, seed = 0.3, 2.0, 4
+    res = distill(teacher, "digits/" + student, small, test,
+                  DistillConfig(epochs=2, seed=seed, soft=soft, temperature=T, alpha=a, max_shift=2, label_smoothing=0.05))
+
+    def teacher_term(x, out):
+        with torch.no_grad():
+            t = teacher.module(x).float()
+        if soft:
+            return F.kl_div(F.log_softmax(out / T, dim=1), F.log_softmax(t / T, dim=1), reduction="batchmean", log_target=True) * (T * T)
+        return F.cross_entropy(out, t.argmax(1))
+
+    arch = zoo.ZOO_ARCHS[student]
+    r = arch.recipe
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = arch.build()
+    ref = reference_fit(model, arch.data_config, small.images, small.labels, seed=seed, epochs=2, lr=r.lr,
+                        weight_decay=r.weight_decay, label_smoothing=0.05, max_shift=2, teacher_term=teacher_term, alpha=a)
+    ref_state = ref.state_dict()
+    assert ref_state.keys() == res.state_dict.keys() and all(torch.equal(ref_state[k], res.state_dict[k]) for k in ref_state)
+    h = res.history
+    assert [e["epoch"] for e in h] == [1, 2] and all(0.0 <= e["teacher_agreement"] <= 1.0 for e in h)
 
 
 # ------------------------------------------------------------------ recommendation

@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import TinyCNN
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+pytestmark = [pytest.mark.skipif(os.name != "posix", reason="SIGKILL"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

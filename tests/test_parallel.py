@@ -15,6 +15,8 @@ from satkit.errors import ParameterError, SatkitError
 from satkit.study import StudyConfig, run_study
 from tests.cli_helpers import assert_clean_error, run
 
+pytestmark = pytest.mark.slow  # worker processes and a local Ray instance
+
 MODELS = ["digits/resnet-s1", "digits/vit-s1", "digits/mixer-s1"]
 P = AttackParams(eps=0.1, steps=2)
 

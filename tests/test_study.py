@@ -4,11 +4,14 @@ import math
 
 import numpy as np
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from satkit.attacks import AttackParams
 from satkit.cli.app import app
 from satkit.study import StudyConfig, run_study
+
+pytestmark = pytest.mark.slow  # whole studies, end to end
 
 MODELS = ["digits/resnet-s1", "digits/vit-s1", "digits/mixer-s1"]
 

@@ -101,6 +101,7 @@ def test_second_run_on_a_locked_study_stops_with_who_holds_it(base, tmp_path):
     assert_clean_error(r, "in use")
 
 
+@pytest.mark.slow
 def test_attack_command_defaults_equal_the_study_file(tmp_path):
     """`satkit attack M -o f` and `satkit study M` with defaults write the same adversarial tensors.
 

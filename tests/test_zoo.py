@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from satkit.data.loaders import load_digits_set
 from satkit.errors import ModelError
-from satkit.models import zoo
+from satkit.models import train, zoo
 from satkit.models.wrapper import ClassifierWrapper, preprocess
 
 MIN_ACCURACY = 0.90
@@ -177,3 +179,76 @@ def test_train_zoo_writes_atomically(monkeypatch, tmp_path):
         assert f.metadata()["satkit_zoo"] == "convnext-s1"
     with pytest.raises(ModelError):
         zoo.train_zoo(["convnext-s1", "bogus"], out_dir=tmp_path)
+
+
+def reference_fit(model, cfg, images, labels, *, seed, epochs, lr, batch_size=64, weight_decay=0.05, label_smoothing=0.1,
+                  max_shift=1, teacher_term=None, alpha=0.5):
+    """The training loop the packaged weights were made with, frozen (as written before train.fit existed).
+
+    ``fit`` must reproduce it bit for bit: same ops, same float expressions, same
+    generator draws in the same order. ``teacher_term(x, logits)`` adds distillation.
+    """
+    x_all, y_all = images.to(torch.float32) / 255.0, labels
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    steps = math.ceil(len(y_all) / batch_size)
+    total, warmup = epochs * steps, steps  # one warm-up epoch
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * ((step - warmup) / max(1, total - warmup))))
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    model.to(memory_format=torch.channels_last).train()
+    for _ in range(epochs):
+        order = torch.randperm(len(y_all), generator=gen)
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            x, m = x_all[idx], max_shift
+            if m > 0:  # shift each image by (dy, dx) in [-m, m]^2, zero fill
+                n, c, h, w = x.shape
+                dy = torch.randint(0, 2 * m + 1, (n,), generator=gen)
+                dx = torch.randint(0, 2 * m + 1, (n,), generator=gen)
+                rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+                cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+                x = F.pad(x, (m,) * 4)[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+            out = model(preprocess(x, cfg).contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(out, y_all[idx], label_smoothing=label_smoothing)
+            if teacher_term is not None:
+                loss = (1.0 - alpha) * loss + alpha * teacher_term(x, out)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["resnet-s2", "mobilenet-s1", "vit-s3"])
+def test_training_reproduces_the_loop_of_the_packaged_weights(name):
+    """Two epochs (warm-up, then cosine; two permutations) give exactly the state dict of the frozen loop."""
+    info = zoo.ZOO_MODELS[name]
+    arch = zoo.ZOO_ARCHS[info.arch]
+    r = arch.recipe
+    data = load_digits_set("train")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(info.seed)
+        ref = reference_fit(arch.build(), arch.data_config, data.images, data.labels, seed=info.seed, epochs=2, lr=r.lr,
+                            batch_size=r.batch_size, weight_decay=r.weight_decay, label_smoothing=r.label_smoothing,
+                            max_shift=r.max_shift)
+    state, _ = zoo.train_zoo_model(name, epochs=2)
+    assert _same_state(state, ref.state_dict())
+
+
+def test_lr_schedule_and_shift():
+    factors = [train.lr_factor(s, total=10, warmup=2) for s in range(10)]
+    assert factors[:3] == [0.5, 1.0, 1.0] and factors == sorted(factors[:2]) + sorted(factors[2:], reverse=True)
+    assert factors[-1] > 0.0
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 1, 4, 4)
+    assert train.random_shift(x, 0, gen) is x and torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())
+    y = train.random_shift(x, 1, gen)
+    assert y.shape == x.shape
+    for a, b in zip(x, y):  # each image is x moved by at most one pixel, zero filled
+        assert any(torch.equal(b, F.pad(a, (1,) * 4)[:, 1 + dy : 5 + dy, 1 + dx : 5 + dx])
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1))

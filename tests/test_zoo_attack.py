@@ -8,6 +8,8 @@ from satkit.models import load_model
 from satkit.models import zoo
 from satkit.study import DIGITS_EPS
 
+pytestmark = pytest.mark.slow  # every zoo model attacked at the default budget
+
 
 @pytest.fixture(scope="module")
 def sample():

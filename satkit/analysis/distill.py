@@ -2,7 +2,8 @@
 
 Training a student (:func:`distill`). The student is trained from scratch with
 the digits-zoo recipe of its architecture (AdamW, linear warm-up + cosine
-decay, +/-1 px random shifts, batch 64; see :mod:`satkit.models.zoo`). Per batch
+decay, +/-1 px random shifts, batch 64; see :mod:`satkit.models.zoo`) by the
+zoo's training loop, :func:`satkit.models.train.fit`. Per batch
 the teacher (frozen, eval mode, ``torch.no_grad``) sees the same augmented
 canvas pixels as the student; each model resizes/normalizes through its own
 preprocessing (the satkit wrapper), so different input sizes just work -- the
@@ -41,7 +42,6 @@ name.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from satkit.data.base import CleanSet
 from satkit.errors import DataError, ModelError, ParameterError
-from satkit.models.wrapper import DataConfig, LoadedModel, preprocess
+from satkit.models.wrapper import DataConfig, LoadedModel
 from satkit.provenance import ProgressFn
 
 ZOO_PREFIX = "digits/"
@@ -143,12 +143,32 @@ class DistillResult:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-def _accuracy(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor, bs: int = 512) -> tuple[float, torch.Tensor]:
-    preds = torch.empty(len(labels), dtype=torch.int64)
-    with torch.no_grad():
-        for i in range(0, len(labels), bs):
-            preds[i : i + bs] = forward(images[i : i + bs].to(torch.float32) / 255.0).argmax(1).cpu()
-    return float((preds == labels).float().mean()) if len(labels) else float("nan"), preds
+class _TeacherTerm:
+    """The teacher's term of the student's loss (module docstring); counts student/teacher agreement."""
+
+    def __init__(self, teacher: LoadedModel, soft: bool, temperature: float):
+        self.teacher, self.soft, self.T = teacher, soft, temperature
+        self.agree = self.seen = 0
+
+    def __call__(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t_logits = self.teacher.module(x).float()
+        self.teacher.check_finite(t_logits)
+        T = self.T
+        if self.soft:
+            kd = F.kl_div(F.log_softmax(logits / T, dim=1), F.log_softmax(t_logits / T, dim=1),
+                          reduction="batchmean", log_target=True) * (T * T)
+        else:
+            kd = F.cross_entropy(logits, t_logits.argmax(1))
+        self.agree += int((logits.argmax(1) == t_logits.argmax(1)).sum())
+        self.seen += len(x)
+        return kd
+
+    def take_agreement(self) -> float:
+        """Agreement since the last call, then start counting afresh."""
+        value = self.agree / self.seen if self.seen else float("nan")
+        self.agree = self.seen = 0
+        return value
 
 
 def distill(
@@ -167,7 +187,7 @@ def distill(
     (epoch, loss, train_accuracy, teacher_agreement, test_accuracy).
     """
     from satkit.attacks.runner import check_labels
-    from satkit.models.zoo import _lr_factor, _random_shift
+    from satkit.models.train import accuracy, fit, predict
 
     cfg = config or DistillConfig()
     cfg.check()
@@ -193,71 +213,32 @@ def distill(
     a, T = cfg.alpha, cfg.temperature
     dev = teacher.device if teacher is not None else torch.device("cpu")
 
-    x_all = train.images.to(torch.float32) / 255.0
-    y_all = train.labels.to(torch.int64)
     t0 = time.perf_counter()
-    history: list[dict[str, float]] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = arch.build()
-    model.to(dev)
-    gen = torch.Generator().manual_seed(10_000 + cfg.seed)
-    steps_per_epoch = math.ceil(len(y_all) / bs)
-    total = epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    warmup = min(r.warmup_epochs, epochs) * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, total=total, warmup=max(1, warmup)))
-    model.to(memory_format=torch.channels_last).train()
+    term = _TeacherTerm(teacher, cfg.soft, T) if teacher is not None else None
+
+    def epoch_stats(module: nn.Module) -> dict[str, float]:
+        test_pred = predict(module, arch.data_config, test.images, device=dev)
+        return {"teacher_agreement": term.take_agreement() if term is not None else float("nan"),
+                "test_accuracy": accuracy(test_pred, test.labels)}
+
     if progress:
         progress(0, epochs)
-    for epoch in range(epochs):
-        order = torch.randperm(len(y_all), generator=gen)
-        loss_sum, correct, agree, seen = 0.0, 0, 0, 0
-        for i in range(0, len(order), bs):
-            idx = order[i : i + bs]
-            x = _random_shift(x_all[idx], shift, gen).to(dev)
-            y = y_all[idx].to(dev)
-            out = model(preprocess(x, arch.data_config).contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(out, y, label_smoothing=ls)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher.module(x).float()
-                teacher.check_finite(t_logits)
-                if cfg.soft:
-                    kd = F.kl_div(F.log_softmax(out / T, dim=1), F.log_softmax(t_logits / T, dim=1),
-                                  reduction="batchmean", log_target=True) * (T * T)
-                else:
-                    kd = F.cross_entropy(out, t_logits.argmax(1))
-                agree += int((out.argmax(1) == t_logits.argmax(1)).sum())
-                loss = (1.0 - a) * loss + a * kd
-            if not torch.isfinite(loss):
-                raise ModelError(f"training loss became {float(loss)} at epoch {epoch + 1}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((out.argmax(1) == y).sum())
-            seen += len(idx)
-        model.eval()
-        test_acc, _ = _accuracy(lambda z: model(preprocess(z.to(dev), arch.data_config)), test.images, test.labels)
-        model.train()
-        stats = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
-                 "teacher_agreement": (agree / seen) if teacher is not None else float("nan"), "test_accuracy": test_acc}
-        history.append(stats)
-        if on_epoch:
-            on_epoch(stats)
-        if progress:
-            progress(epoch + 1, epochs)
-    model.eval()
+    history = fit(
+        model, arch.data_config, train.images, train.labels, epochs=epochs, lr=lr, batch_size=bs, seed=cfg.seed,
+        weight_decay=wd, label_smoothing=ls, max_shift=shift, warmup_epochs=r.warmup_epochs, device=dev,
+        extra_loss=term, extra_weight=a, epoch_stats=epoch_stats, on_epoch=on_epoch, progress=progress,
+    )
     seconds = time.perf_counter() - t0
     model.to("cpu")
-    student_acc, s_pred = _accuracy(lambda z: model(preprocess(z, arch.data_config)), test.images, test.labels)
+    s_pred = predict(model, arch.data_config, test.images)
     metrics: dict[str, Any] = {
         "teacher": teacher.name if teacher is not None else "none",
         "student_arch": arch.name,
         "mode": mode,
-        "student_accuracy": student_acc,
+        "student_accuracy": accuracy(s_pred, test.labels),
         "teacher_accuracy": None,
         "teacher_student_agreement": None,
         "epochs": epochs,
@@ -269,9 +250,9 @@ def distill(
         "n_test": len(test),
     }
     if teacher is not None:
-        t_acc, t_pred = _accuracy(lambda z: teacher.module(z.to(dev)).float().cpu(), test.images, test.labels)
-        metrics["teacher_accuracy"] = t_acc
-        metrics["teacher_student_agreement"] = float((t_pred == s_pred).float().mean())
+        t_pred = teacher.predict_logits(test.images, batch_size=512).argmax(1)
+        metrics["teacher_accuracy"] = accuracy(t_pred, test.labels)
+        metrics["teacher_student_agreement"] = accuracy(s_pred, t_pred)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     prov = {
         "command": "distill",

@@ -150,10 +150,6 @@ def greedy_select(names: Sequence[str], S: np.ndarray, m: int) -> list[int]:
 # ----------------------------------------------------------------------------- subsets
 
 
-def n_subsets(n: int, size: int) -> int:
-    return math.comb(n, size)
-
-
 def subsets_of_size(n: int, size: int, max_subsets: int, rng: np.random.Generator) -> tuple[list[tuple[int, ...]], bool]:
     """All ``size``-subsets of range(n) (sorted tuples), or a seeded sample of ``max_subsets`` distinct ones.
 

@@ -145,7 +145,7 @@ def run_attack(
         "ids": data.ids.clone(),
         "source_correct": source_correct,
         "source_adv_correct": source_adv_correct,
-        "clean_logits": clean_logits if clean_logits is not None else torch.empty((0, 0)),
+        "clean_logits": clean_logits,
     }
     prov: dict[str, Any] = {
         "command": "attack",

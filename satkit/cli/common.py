@@ -32,7 +32,10 @@ class SatkitGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except SatkitError as e:
-            msg = " ".join(str(e).split())
+            from satkit.provenance import printable
+
+            # messages quote names read from files: never let their control characters reach the terminal
+            msg = printable(" ".join(str(e).split()))
             click.echo(f"satkit: error: {msg}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:

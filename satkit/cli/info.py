@@ -8,7 +8,6 @@ from typing import Sequence
 
 import typer
 
-from satkit.cli import common as c
 
 
 def info(

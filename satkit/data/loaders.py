@@ -20,14 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from satkit.data.base import CleanSet, stratified_sample
-from satkit.data.stream import (  # noqa: F401  (DEFAULT_FOLDER_CANVAS, IMAGE_SUFFIXES: re-exported)
-    DEFAULT_FOLDER_CANVAS,
-    IMAGE_SUFFIXES,
-    FolderImages,
-    decode_resize_into,
-    list_folder,
-    open_folder,
-)
+from satkit.data.stream import FolderImages, open_folder
 from satkit.errors import DataError, InputFileError, ParameterError
 
 DIGITS_CANVAS = 16
@@ -70,22 +63,6 @@ def load_digits_set(split: str = "test", canvas: int | None = None, n: int | Non
         class_names=[str(i) for i in range(10)],
         info={"kind": "digits", "split": split, "canvas": canvas, "n": n, "seed": seed},
     )
-
-
-def _list_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
-    return list_folder(root)
-
-
-def decode_resize(path: Path, canvas: int, channels: int = 3, crop_pct: float = 0.875) -> torch.Tensor:
-    """Decode one image to uint8 (C, canvas, canvas): shorter side -> canvas/crop_pct, center crop."""
-    out = torch.empty((channels, canvas, canvas), dtype=torch.uint8)
-    decode_resize_into(out.numpy(), path, canvas, channels, crop_pct)
-    return out
-
-
-def load_folder(root: Path, canvas: int | None, n: int | None, seed: int, channels: int = 3) -> CleanSet:
-    """Decode the sampled images of a folder (in parallel threads) into a CleanSet."""
-    return open_folder(root, canvas, n, seed, channels).load()
 
 
 def load_tensor_file(path: Path, n: int | None, seed: int) -> CleanSet:

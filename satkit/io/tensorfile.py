@@ -79,10 +79,6 @@ class SatkitFile:
         except Exception as e:  # safetensors raises its own error types
             raise InputFileError(f"{self.path}: cannot read tensor '{name}' ({_one_line(e)})") from None
 
-    def get_slice(self, name: str, index: torch.Tensor) -> torch.Tensor:
-        """Rows ``index`` of tensor ``name`` (reads the whole tensor from the memory map)."""
-        return self.get(name)[index]
-
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:200]
@@ -117,7 +113,7 @@ def canonicalize_header(path: str | os.PathLike) -> None:
 
     safetensors serializes its header from a hash map whose order changes from
     run to run; sorting makes equal content give byte-identical files
-    (DESIGN.md invariant 5). Reordering keeps the length, so data offsets hold.
+    (same inputs, same seed: same bytes). Reordering keeps the length, so data offsets hold.
     """
     with open(path, "r+b") as fh:
         n = int.from_bytes(fh.read(8), "little")

@@ -319,7 +319,7 @@ def _attack_provenance(prov: Any, fail: _Fail) -> dict[str, Any]:
 
 def _check_attack(t: Any, prov: Any, fail: _Fail) -> None:
     p = _attack_provenance(prov, fail)
-    _require(t, ("clean", "adv", "labels", "ids", "source_correct", "source_adv_correct"), fail)
+    _require(t, ("clean", "adv", "labels", "ids", "source_correct", "source_adv_correct", "clean_logits"), fail)
     store = STORAGE_DTYPES[p["storage"]]
     _expect_dtype(t, "clean", (store,), fail)
     _expect_dtype(t, "adv", (store,), fail)
@@ -330,15 +330,13 @@ def _check_attack(t: Any, prov: Any, fail: _Fail) -> None:
         raise fail(f"tensor 'adv' has shape {list(t.shape('adv'))} but 'clean' has {list(shape)}")
     n = shape[0]
     _expect_rows(t, ("labels", "ids", "source_correct", "source_adv_correct"), n, fail)
-    logits = None
-    if t.has("clean_logits") and math.prod(t.shape("clean_logits")) > 0:  # files may store an empty placeholder
-        ls = t.shape("clean_logits")
-        if len(ls) != 2 or ls[0] != n:
-            raise fail(f"tensor 'clean_logits' has shape {list(ls)}, expected ({n}, classes)")
-        _expect_dtype(t, "clean_logits", (torch.float32,), fail)
-        logits = t.get("clean_logits")
-        if not bool(torch.isfinite(logits).all()):
-            raise fail("tensor 'clean_logits' holds NaN/inf values")
+    ls = t.shape("clean_logits")
+    if len(ls) != 2 or ls[0] != n or ls[1] < 1:
+        raise fail(f"tensor 'clean_logits' has shape {list(ls)}, expected ({n}, classes)")
+    _expect_dtype(t, "clean_logits", (torch.float32,), fail)
+    logits = t.get("clean_logits")
+    if not bool(torch.isfinite(logits).all()):
+        raise fail("tensor 'clean_logits' holds NaN/inf values")
     shard = p["shard"]
     if shard is not None and shard["stop"] - shard["start"] != n:
         raise fail(f"shard rows {shard['start']}..{shard['stop']} do not match the {n} images it holds")

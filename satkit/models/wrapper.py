@@ -1,7 +1,7 @@
 """The one place preprocessing happens: pixels in [0, 1] at the canvas size in,
 logits out. Resizing to the model's input size (with its interpolation) and its
 mean/std normalization run inside ``forward`` so attack gradients flow through
-them and no caller ever normalizes by hand (DESIGN.md invariant 1)."""
+them and no caller ever normalizes by hand."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ Models are named ``<arch>-s<seed>`` (users write ``digits/resnet-s1``). Trained
 weights ship as package data in ``satkit/zoo_weights/``; ``satkit zoo`` can
 re-train them into the user cache (:func:`zoo_home`), which takes precedence.
 
-Training goes through :func:`satkit.models.wrapper.preprocess`, the same
-function the evaluation wrapper uses, so train- and test-time preprocessing are
-identical. Training is seeded and deterministic on CPU: the same seed and the
+Training is :func:`satkit.models.train.fit` (shared with distillation), which
+preprocesses through :func:`satkit.models.wrapper.preprocess` like the evaluation
+wrapper. Training is seeded and deterministic on CPU: the same seed and the
 same torch thread count give bit-identical weights (the packaged weights were
 trained with ``torch.set_num_threads(2)``; another thread count changes the
 float reduction order, so the weights differ slightly, not the accuracy). This
@@ -21,7 +21,6 @@ module never prints or exits; progress is reported only through callbacks.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -32,10 +31,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from satkit.errors import ModelError, ParameterError
-from satkit.models.wrapper import DataConfig, preprocess
+from satkit.models.train import accuracy, fit, predict
+from satkit.models.wrapper import DataConfig
 
 from satkit.cards import COMPONENTS  # the paper's 13 model-card columns, in its order
 
@@ -294,103 +293,38 @@ def build_zoo_module(name_or_arch: str) -> tuple[nn.Module, DataConfig, ZooArch]
 # --------------------------------------------------------------------------- training
 
 
-def _as_float(images: torch.Tensor) -> torch.Tensor:
-    return images.to(torch.float32) / 255.0
-
-
-def _random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each image by a random integer offset in [-max_shift, max_shift], zero fill."""
-    if max_shift <= 0:
-        return x
-    n, _, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4)
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (n,1,h,1)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (n,1,1,w)
-    batch = torch.arange(n)[:, None, None, None]
-    chan = torch.arange(x.shape[1])[None, :, None, None]
-    return padded[batch, chan, rows, cols]
-
-
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-@torch.no_grad()
-def evaluate_accuracy(model: nn.Module, cfg: DataConfig, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` on uint8 canvas images, through :func:`preprocess`."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(labels), batch_size):
-        x = preprocess(_as_float(images[i : i + batch_size]), cfg)
-        correct += int((model(x).argmax(1) == labels[i : i + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(1, len(labels))
-
-
-def _fit(model: nn.Module, arch: ZooArch, seed: int, epochs: int, progress: Callable[[int, int], None] | None) -> None:
-    from satkit.data.loaders import load_digits_set
-
-    train = load_digits_set("train")
-    x_all, y_all = _as_float(train.images), train.labels
-    r = arch.recipe
-    # A private generator drives data order and augmentation: the seed changes both, and
-    # the offset keeps this stream unrelated to the initialization stream (seeded with `seed`).
-    gen = torch.Generator().manual_seed(10_000 + seed)
-    steps_per_epoch = math.ceil(len(y_all) / r.batch_size)
-    total = epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(_lr_factor, total=total, warmup=r.warmup_epochs * steps_per_epoch))
-    # channels_last makes CPU max-pool and depthwise convs much faster (mkldnn kernels);
-    # the state_dict is made contiguous again before it is returned.
-    model.to(memory_format=torch.channels_last).train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(y_all), generator=gen)
-        for i in range(0, len(order), r.batch_size):
-            idx = order[i : i + r.batch_size]
-            x = preprocess(_random_shift(x_all[idx], r.max_shift, gen), arch.data_config)
-            x = x.contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=r.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if progress is not None:
-            progress(epoch + 1, epochs)
-    model.eval()
-
-
 def train_zoo_model(
     name: str, *, epochs: int | None = None, progress: Callable[[int, int], None] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Train one zoo model from scratch; returns (state_dict, metrics).
+    """Train one zoo model from scratch with its recipe; returns (state_dict, metrics).
 
     Deterministic on CPU: the seed fixes the initialization (global RNG, restored
-    afterwards) and the data order/augmentation (private generator).
+    afterwards) and the data order/augmentation (:func:`satkit.models.train.fit`).
     """
     from satkit.data.loaders import load_digits_set
 
     model_info = _model(name)
     arch = ZOO_ARCHS[model_info.arch]
-    epochs = arch.recipe.epochs if epochs is None else int(epochs)
+    r = arch.recipe
+    epochs = r.epochs if epochs is None else int(epochs)
     if epochs < 1:
         raise ParameterError(f"epochs must be at least 1, got {epochs}")
+    train = load_digits_set("train")
     t0 = time.perf_counter()
-    # The seed fixes the initialization through the global RNG; fork_rng restores the
-    # caller's RNG state afterwards. _fit derives its own generator for the data order.
+    # Training runs inside fork_rng too, so any global-RNG draw it makes is seeded as well
+    # and the caller's RNG state is restored afterwards.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(model_info.seed)
         model = arch.build()
-        _fit(model, arch, model_info.seed, epochs, progress)
+        fit(
+            model, arch.data_config, train.images, train.labels, epochs=epochs, lr=r.lr, batch_size=r.batch_size,
+            seed=model_info.seed, weight_decay=r.weight_decay, label_smoothing=r.label_smoothing,
+            max_shift=r.max_shift, warmup_epochs=r.warmup_epochs, progress=progress,
+        )
     seconds = time.perf_counter() - t0
     test = load_digits_set("test")
     metrics = {
-        "test_accuracy": evaluate_accuracy(model, arch.data_config, test.images, test.labels),
+        "test_accuracy": accuracy(predict(model, arch.data_config, test.images), test.labels),
         "train_seconds": seconds,
         "epochs": epochs,
         "params": sum(p.numel() for p in model.parameters()),
