@@ -184,28 +184,3 @@ def cards_for(names: list[str], cards: pl.DataFrame | None = None) -> tuple[pl.D
 def timm_name(name: str) -> str:
     """The timm 1.0 name to create ``name`` with (the alias when there is one)."""
     return ALIASES.get(name, name)
-
-
-def unresolved_timm_names(names: list[str], require_pretrained: bool = False) -> list[str]:
-    """Names that timm (installed version, no network) cannot resolve, even via :data:`ALIASES`.
-
-    A name resolves when it (or its alias) is a current timm model name; a
-    ``name.tag`` form must also be a known pretrained tag. Deprecated timm names
-    count as unresolved (they warn and may disappear), hence the aliases. With
-    ``require_pretrained`` the model must also have pretrained weights.
-    """
-    import timm  # lazy: heavy import, only needed for this check
-
-    archs = set(timm.list_models())
-    tagged = set(timm.list_models(pretrained=True))
-    with_weights = {t.split(".")[0] for t in tagged}
-    bad = []
-    for name in names:
-        target = timm_name(name)
-        arch, _, tag = target.partition(".")
-        ok = arch in archs and (target in tagged if tag else True)
-        if ok and require_pretrained and not tag:
-            ok = arch in with_weights
-        if not ok:
-            bad.append(name)
-    return bad

@@ -25,13 +25,6 @@ def check_plot_path(path: Optional[Path], option: str) -> None:
     check_output_path(path)
 
 
-def check_distinct_outputs(paths: dict[str, Optional[object]]) -> None:
-    """satkit.io.atomic.check_outputs without inputs, under the name approx imports."""
-    from satkit.io.atomic import check_outputs
-
-    check_outputs(paths)
-
-
 def check_stdin_once(*paths: Optional[object]) -> None:
     if sum(1 for p in paths if p is not None and str(p) == "-") > 1:
         c.fail("stdin (-) can be given only once: read either the SAT matrix or the cards from stdin")
