@@ -10,6 +10,8 @@ SECTIONS = [
      "an output that is an input (same path or same inode), two outputs on one file, devices and FIFOs, unwritable paths"),
     ("tests.test_bad_files", "Files that are damaged or edited",
      "satkit files verified against themselves on read: pixels beyond the recorded eps, labels out of range, duplicate ids, a fingerprint that does not match"),
+    ("tests.test_bad_models", "Models that do not fit the data, studies that cannot work",
+     "checked with one forward pass and the study's settings before any work"),
     ("tests.test_bad_numbers", "Numbers that would give a wrong result",
      "transfer tables with impossible counts, SAT matrices out of range, option values that would give NaN or inf"),
 ]

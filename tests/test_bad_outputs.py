@@ -62,6 +62,13 @@ CASES = [
     ("distill-metrics-is-output", ["distill", "--student", "digits/vit", "-o", "{out}.safetensors", "--metrics", "{out}.safetensors"], ["-o and --metrics name the same file"]),
     ("distill-metrics-fifo", ["distill", "--student", "digits/vit", "-o", "{out}.safetensors", "--metrics", "{d}/fifo.csv"], ["device/FIFO"]),
     ("distill-metrics-dir-missing", ["distill", "--student", "digits/vit", "-o", "{out}.safetensors", "--metrics", "{d}/no/such/m.csv"], ["does not exist"]),
+    ("transfer-output-is-attack-file", ["transfer", "{d}/good.pt", "{d}/adv.safetensors", "-o", "{d}/adv.safetensors"], ["is also an input"]),
+    ("transfer-per-sample-is-output", ["transfer", "{d}/good.pt", "{d}/adv.safetensors", "-o", "{out}.csv", "--per-sample", "{out}.csv"], ["name the same file"]),
+    ("attack-output-is-model-file", ["attack", "{d}/good.pt", "--n", "30", "--steps", "1", "-o", "{d}/good.pt"], ["is also an input"]),
+    ("attack-output-is-data-file", ["attack", "{d}/good.pt", "--data", "{d}/adv.safetensors", "--steps", "1", "-o", "{d}/adv.safetensors"], ["is also an input"]),
+    ("attack-output-fifo", ["attack", "{d}/good.pt", "--n", "30", "--steps", "1", "-o", "{d}/fifo.csv"], ["device/FIFO"]),
+    ("logits-output-is-model-file", ["logits", "{d}/good.pt", "--n", "30", "-o", "{d}/good.pt"], ["is also an input"]),
+    ("approx-output-is-sat", ["approx", "{d}/good.pt", "--models", "{d}/five.pt", "--sat", "{d}/sat.csv", "--n", "30", "--steps", "1", "-o", "{d}/sat.csv"], ["is also an input"]),
     ("distill-recommend-output-is-sat", ["distill", "--recommend", "--student", "a", "--sat", "{d}/sat.csv", "--recommend-output", "{d}/sat.csv"], ["--recommend-output", "is also an input"]),
 ]
 

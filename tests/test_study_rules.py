@@ -118,3 +118,14 @@ def test_attack_command_defaults_equal_the_study_file(tmp_path):
     assert a.keys() == s.keys()
     for k in a:
         assert torch.equal(a[k], s[k]), k
+
+
+def test_rerun_removes_partial_files_of_a_killed_run_everywhere(base, tmp_path):
+    root, models = base
+    out = tmp_path / "study"
+    shutil.copytree(root / "study", out)
+    left = [out / "logits" / ".m1.safetensors.x1.partial", out / "attacks" / ".m2.safetensors.x2.partial", out / ".sat.csv.x3.partial"]
+    for p in left:
+        p.write_bytes(b"half")
+    res = run_study(StudyConfig.create(models, out, **BASE))
+    assert res.attacks_run == 0 and not [p for p in left if p.exists()]
