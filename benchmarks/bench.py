@@ -121,7 +121,7 @@ def bench_pgd(name: str, batch: int, steps: int, eps: float, repeats: int) -> di
 
 def make_attack_files(tmp: Path, n: int, k: int, labels_from=None, prefix: str = "a") -> list[Path]:
     from satkit.attacks.runner import ATTACK_FORMAT
-    from satkit.data.base import fingerprint_of
+    from satkit.io.fingerprint import fingerprint_of
     from satkit.io.tensorfile import write_satkit_file
 
     g = torch.Generator().manual_seed(1)
@@ -133,12 +133,18 @@ def make_attack_files(tmp: Path, n: int, k: int, labels_from=None, prefix: str =
     ids = torch.arange(n)
     fp = fingerprint_of(clean, labels, ids)
     paths = []
+    from satkit.attacks import AttackParams
+
+    logits = torch.nn.functional.one_hot(labels, 1000).float()  # the source "gets every sample right"
     for i in range(k):
         adv = (clean.int() + torch.randint(-8, 9, clean.shape, generator=g)).clamp(0, 255).to(torch.uint8)
-        prov = {"model": {"name": f"src{i}", "weights_id": f"x{i}"}, "data": {"fingerprint": fp}, "attack": {"eps": 8 / 255, "steps": 50, "attack": "pgd"}, "attack_key": f"k{i}"}
+        prov = {"model": {"name": f"src{i}", "weights_id": f"x{i}"},
+                "data": {"fingerprint": fp, "num_classes": 1000, "n": n, "source": "synthetic", "canvas": [3, 224, 224]},
+                "attack": AttackParams(eps=8 / 255).to_dict(), "storage_dtype": "uint8", "amp": "off", "attack_key": f"k{i}"}
         p = tmp / f"{prefix}{i}.safetensors"
-        write_satkit_file(p, ATTACK_FORMAT, {"clean": clean, "adv": adv, "labels": labels, "ids": ids,
-                                             "source_correct": torch.ones(n, dtype=torch.bool), "source_adv_correct": torch.zeros(n, dtype=torch.bool)}, prov)
+        write_satkit_file(p, ATTACK_FORMAT, {"clean": clean, "adv": adv, "labels": labels, "ids": ids, "clean_logits": logits,
+                                             "source_correct": torch.ones(n, dtype=torch.bool),
+                                             "source_adv_correct": torch.zeros(n, dtype=torch.bool)}, prov)
         paths.append(p)
     return paths
 
