@@ -128,3 +128,22 @@ def test_cli_bad_inputs(studies, tmp_path, args, words):
     assert err.startswith("satkit: error:") and len(err.splitlines()) == 1, err
     for w in words:
         assert w in err, (w, err)
+
+
+@pytest.mark.parametrize("method", ["paper", "njw"])
+def test_approx_clusters_with_the_studys_method(studies, tmp_path, method):
+    """approx --study clusters the study's matrix the way the study did (study.json's cluster_method)."""
+    from satkit.analysis.cluster import spectral_cluster
+
+    s9, _ = studies
+    d = tmp_path / "s9"
+    shutil.copytree(s9, d)
+    settings = json.loads((d / "study.json").read_text())
+    assert settings["cluster_method"] == "paper"  # the default, recorded by the study
+    settings["cluster_method"] = method
+    (d / "study.json").write_text(json.dumps(settings))
+    res = approx_from_study(NEW, d, k=3)
+    assert res.cluster_method == method and res.summary()["cluster_method"] == method
+    names, S = read_similarity_matrix(d / "sat.csv")
+    want = spectral_cluster(names, S, 3, method=method)
+    assert dict(zip(res.cluster_names, map(int, res.cluster_labels))) == dict(zip(want.names, map(int, want.labels)))

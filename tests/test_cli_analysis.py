@@ -74,11 +74,16 @@ def test_cluster_k3_writes_csv_plots_and_keywords(sat, tmp_path):
     r = run("cluster", sat, "-k", 3, "-o", out, "--keywords", kw, "--plot", png, "--tsne", svg)
     assert r.stdout == ""  # the data went to the file
     df = pl.read_csv(out)
-    assert df.columns == ["model", "cluster", "spec_1", "spec_2", "spec_3"]
+    assert df.columns == ["model", "cluster", "method", "spec_1", "spec_2", "spec_3"]
     assert df["model"].to_list() == block_matrix()[0]  # file order kept
     assert partition(df) == PLANTED
     assert set(df["cluster"]) == {1, 2, 3}
-    assert np.allclose(np.linalg.norm(df.select("spec_1", "spec_2", "spec_3").to_numpy(), axis=1), 1.0)
+    assert set(df["method"]) == {"paper"}  # the default, recorded
+    Y = df.select("spec_1", "spec_2", "spec_3").to_numpy()
+    assert np.allclose(Y.T @ Y, np.eye(3), atol=1e-6)  # the eigenvectors themselves (paper), not unit rows
+    njw = pl.read_csv(run("cluster", sat, "-k", 3, "--method", "njw").stdout.encode())
+    assert set(njw["method"]) == {"njw"} and partition(njw) == PLANTED
+    assert np.allclose(np.linalg.norm(njw.select("spec_1", "spec_2", "spec_3").to_numpy(), axis=1), 1.0)
     # keywords: on stderr (cluster table) and in the CSV
     keywords = pl.read_csv(kw)
     assert keywords.columns == ["cluster", "rank", "keyword", "score", "n_models"]
@@ -97,7 +102,7 @@ def test_cluster_eigengap_from_stdin_to_stdout(sat):
     r = run("cluster", "-", input=sat.read_text())
     assert "eigengap" in r.stderr and "chosen" in r.stderr
     df = pl.read_csv(r.stdout.encode())
-    assert df.columns == ["model", "cluster", "spec_1", "spec_2", "spec_3"]  # eigengap chose k = 3
+    assert df.columns == ["model", "cluster", "method", "spec_1", "spec_2", "spec_3"]  # eigengap chose k = 3
     assert partition(df) == PLANTED
     # same result as from the file, and quiet drops the tables but keeps the data
     q = run("cluster", sat, "--quiet")

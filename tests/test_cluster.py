@@ -41,16 +41,34 @@ def result():
     return spectral_cluster(names, S, seed=0)
 
 
-def test_recovers_planted_blocks_and_k(result):
-    _, _, truth = planted()
+@pytest.mark.parametrize("method", ["paper", "njw"])
+def test_recovers_planted_blocks_and_k(method):
+    names, S, truth = planted()
+    result = spectral_cluster(names, S, seed=0, method=method)
+    assert result.method == method
     assert result.k == len(SIZES)
     assert result.k_from_eigengap
     assert adjusted_rand_score(truth, result.labels) == 1.0
     assert int(np.argmax(result.gaps[1:]) + 2) == len(SIZES)
     assert result.embedding.shape == (len(truth), len(SIZES))
-    assert np.allclose(np.linalg.norm(result.embedding, axis=1), 1.0)  # NJW row normalization
+    row_norms = np.linalg.norm(result.embedding, axis=1)
+    if method == "njw":
+        assert np.allclose(row_norms, 1.0)  # NJW row normalization
+    else:  # the paper's: the eigenvectors themselves, orthonormal columns
+        assert not np.allclose(row_norms, 1.0)
+        assert np.allclose(result.embedding.T @ result.embedding, np.eye(len(SIZES)), atol=1e-10)
     assert result.eigenvalues[0] == pytest.approx(1.0)
     assert np.all(np.diff(result.eigenvalues) <= 1e-12)
+
+
+def test_method_is_recorded_and_checked():
+    names, S, _ = planted(noise=0.3, seed=3)
+    a = spectral_cluster(names, S, 4, seed=0, method="paper")
+    b = spectral_cluster(names, S, 4, seed=0, method="njw")
+    assert a.method == "paper" and b.method == "njw"
+    assert set(a.to_frame()["method"].to_list()) == {"paper"} and set(b.to_frame()["method"].to_list()) == {"njw"}
+    with pytest.raises(ParameterError, match="unknown clustering method"):
+        spectral_cluster(names, S, 4, method="kmeans")
 
 
 def test_invariant_to_model_order(result):
@@ -69,8 +87,8 @@ def test_labels_are_canonical(result):
     first_seen = list(dict.fromkeys(label[n] for n in order))
     assert first_seen == list(range(1, result.k + 1))
     assert label[order[0]] == 1
-    assert result.to_frame(coordinates=False).columns == ["model", "cluster"]
-    assert result.to_frame().columns == ["model", "cluster"] + [f"spec_{j + 1}" for j in range(result.k)]
+    assert result.to_frame(coordinates=False).columns == ["model", "cluster", "method"]
+    assert result.to_frame().columns == ["model", "cluster", "method"] + [f"spec_{j + 1}" for j in range(result.k)]
 
 
 def test_diagonal_is_ignored_and_given_k_is_used():

@@ -72,6 +72,7 @@ class ApproxResult:
     runner_up: int | None = None
     margin: float | None = None
     warnings: list[str] = field(default_factory=list)
+    cluster_method: str | None = None
 
     def members(self, cluster: int) -> list[str]:
         if self.cluster_labels is None or self.cluster_names is None:
@@ -84,7 +85,7 @@ class ApproxResult:
             "forward_samples_known_models": self.forward_samples, "attack_forward_samples": self.attack_forward_samples,
             "k": self.k, "k_from_eigengap": self.k_from_eigengap, "joined": self.joined,
             "joined_members": self.members(self.joined) if self.joined is not None else None,
-            "runner_up": self.runner_up, "margin": self.margin,
+            "runner_up": self.runner_up, "margin": self.margin, "cluster_method": self.cluster_method,
             "cluster_scores": {str(k): v for k, v in self.cluster_scores.items()},
             "rows": self.rows.to_dicts(), "warnings": self.warnings,
         }
@@ -127,9 +128,11 @@ def approx_rows(
     return pl.DataFrame(rows, schema=APPROX_SCHEMA), fwd, warnings
 
 
-def assign_cluster(result: ApproxResult, names: list[str], S: np.ndarray, k: int | None, seed: int = 0) -> None:
+def assign_cluster(result: ApproxResult, names: list[str], S: np.ndarray, k: int | None, seed: int = 0,
+                   method: str = "paper") -> None:
     """Cluster (names, S) and put N into the cluster with the highest mean SAT_approx (fills ``result``)."""
-    cl = spectral_cluster(names, S, k, seed=seed)
+    cl = spectral_cluster(names, S, k, seed=seed, method=method)
+    result.cluster_method = method
     label_of = dict(zip(cl.names, (int(v) for v in cl.labels)))
     result.cluster_names, result.cluster_labels = list(cl.names), cl.labels
     result.k, result.k_from_eigengap = cl.k, cl.k_from_eigengap

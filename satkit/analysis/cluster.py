@@ -1,6 +1,6 @@
 """Spectral clustering of a SAT matrix and TF-IDF keywords per cluster (paper 4.1, appendix D.3).
 
-Algorithm (Ng, Jordan & Weiss 2001, as in appendix D.3):
+Algorithm (the paper's section 4.1 and appendix D.3; ``method="njw"`` adds Ng, Jordan & Weiss's row normalization):
 
 1. Affinity ``A`` from the SAT matrix ``S``:
 
@@ -20,8 +20,19 @@ Algorithm (Ng, Jordan & Weiss 2001, as in appendix D.3):
    (the normalized Laplacian is ``L = I - N``; its smallest eigenvalues are
    ``1 -`` the largest of ``N``). Eigen-decomposition with ``numpy.linalg.eigh``.
 3. The ``k`` eigenvectors of the ``k`` largest eigenvalues of ``N`` form
-   ``X`` (n x k); rows are normalized to unit length (NJW step 4), giving the
-   spectral features ``Y``.
+   ``X`` (n x k), the spectral features ``Y`` fed to k-means:
+
+   * ``method="paper"`` (default): ``Y = X``, exactly the paper's description
+     ("normalized Laplacian, then k-means on the k largest eigenvectors"). It
+     does not normalize rows, so a model's distance from the origin (how
+     strongly it belongs to the dominant directions) stays part of the geometry.
+   * ``method="njw"``: rows of ``X`` normalized to unit length (Ng, Jordan &
+     Weiss 2001, step 4), which projects every model onto the unit sphere and
+     clusters by direction only.
+
+   The two are different methods and can place a model differently
+   (docs/analysis.md compares them on the digits zoo); the method is recorded
+   in every clustering output (``method`` column) and in a study's ``study.json``.
 4. k-means on ``Y``: scikit-learn ``KMeans(n_init=100, random_state=seed)``,
    which keeps the run with the best (lowest) inertia.
 
@@ -47,6 +58,8 @@ from satkit.analysis.plots import SUFFIX_FORMATS, new_figure, save_figure  # noq
 from satkit.errors import ParameterError
 from satkit.matrix.sat import check_sat_matrix
 
+METHODS = ("paper", "njw")
+
 
 
 @dataclass
@@ -55,7 +68,7 @@ class ClusterResult:
 
     names: list[str]
     labels: np.ndarray  # (n,) cluster numbers 1..k, canonical (see module docstring)
-    embedding: np.ndarray  # (n, k) row-normalized spectral features Y fed to k-means
+    embedding: np.ndarray  # (n, k) spectral features Y fed to k-means (rows unit length with njw)
     eigenvalues: np.ndarray  # (n,) eigenvalues of D^-1/2 A D^-1/2, descending
     gaps: np.ndarray  # (n-1,) gaps[j] = eigenvalues[j] - eigenvalues[j+1]; choosing k uses gaps[k-1]
     k: int
@@ -63,10 +76,11 @@ class ClusterResult:
     inertia: float  # k-means objective of the kept run
     n_negative_clipped: int  # off-diagonal affinity entries (after symmetrizing) clipped to 0
     symmetrized: bool  # input differed from its transpose by more than 1e-6
+    method: str = "paper"  # paper | njw (see the module docstring)
 
     def to_frame(self, coordinates: bool = True) -> pl.DataFrame:
-        """One row per model: ``model``, ``cluster`` and the spectral coordinates ``spec_1..spec_k``."""
-        df = pl.DataFrame({"model": self.names, "cluster": self.labels.astype(np.int64)})
+        """One row per model: ``model``, ``cluster``, ``method`` and the spectral coordinates ``spec_1..spec_k``."""
+        df = pl.DataFrame({"model": self.names, "cluster": self.labels.astype(np.int64), "method": [self.method] * len(self.names)})
         if coordinates:
             df = df.with_columns([pl.Series(f"spec_{j + 1}", self.embedding[:, j].astype(float)) for j in range(self.k)])
         return df
@@ -216,12 +230,15 @@ def spectral_cluster(
     seed: int = 0,
     n_init: int = 100,
     max_k: int | None = None,
+    method: str = "paper",
 ) -> ClusterResult:
     """Spectral clustering of a SAT matrix (paper appendix D.3; details in the module docstring).
 
     ``k=None`` picks k by the eigengap among 2..``max_k`` (default n // 2).
     The result lists models in the order of ``names``.
     """
+    if method not in METHODS:
+        raise ParameterError(f"unknown clustering method '{method}'; use {' or '.join(METHODS)}")
     names = [str(n) for n in names]
     S = _check_input(names, S)
     seed = check_seed(seed)
@@ -237,7 +254,7 @@ def spectral_cluster(
     chosen = k is None
     k = choose_k(values, max_k) if k is None else int(k)
     _check_determined(values, k, chosen)
-    Y = _row_normalize(vectors[:, :k])
+    Y = _row_normalize(vectors[:, :k]) if method == "njw" else vectors[:, :k]
     raw, inertia = _kmeans(Y, k, seed, n_init)
     labels = _canonical_labels(raw)
     back = np.argsort(order)  # sorted position of each input row
@@ -252,6 +269,7 @@ def spectral_cluster(
         inertia=inertia,
         n_negative_clipped=n_clipped,
         symmetrized=asymmetric,
+        method=method,
     )
 
 

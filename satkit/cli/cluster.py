@@ -84,20 +84,22 @@ def cluster(
     sat_csv: str = typer.Argument(..., metavar="SAT_CSV", help="Square SAT matrix CSV (as written by satkit matrix); - for stdin."),
     k: Optional[int] = typer.Option(None, "--k", "-k", help="Number of clusters. Default: chosen by the largest eigengap among 2..n/2."),
     cards: Optional[str] = typer.Option(None, "--cards", help="Extra model cards CSV ('Model name' + 13 components); adds to / overrides the built-in cards."),
-    output: str = typer.Option("-", "--output", "-o", help="Clusters CSV: model, cluster, spec_1..spec_k (spectral features); - for stdout."),
+    output: str = typer.Option("-", "--output", "-o", help="Clusters CSV: model, cluster, method, spec_1..spec_k (spectral features); - for stdout."),
     keywords: Optional[Path] = typer.Option(None, "--keywords", help="Also write the top-5 TF-IDF keywords per cluster as CSV (cluster, rank, keyword, score, n_models)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap of spectral-feature distances sorted by cluster (paper Fig. 4); .png, .svg or .pdf."),
     tsne: Optional[Path] = typer.Option(None, "--tsne", help="t-SNE map of the models coloured by cluster (paper Fig. 1); .png, .svg or .pdf."),
     seed: int = typer.Option(0, "--seed", help="Seed of k-means (100 restarts) and t-SNE."),
+    method: str = typer.Option("paper", "--method", help="paper: k-means on the top-k eigenvectors as the paper describes them; njw: rows normalized to unit length first (Ng-Jordan-Weiss). Recorded in the output's method column."),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Group models by SAT with spectral clustering (paper 4.1, appendix D.3).
 
     The affinity is the SAT matrix with the diagonal set to 0, negative values
     clipped to 0 and an asymmetric matrix averaged with its transpose; then
-    Ng-Jordan-Weiss spectral clustering (normalized affinity, top-k
-    eigenvectors, rows to unit length, k-means). Clusters are numbered in the
-    order of the models sorted by name, so file order does not matter.
+    the normalized affinity's top-k eigenvectors and k-means with 100 restarts
+    (--method njw normalizes rows first; the method docs are in
+    satkit.analysis.cluster). Clusters are numbered in the order of the models
+    sorted by name, so file order does not matter.
 
     The cluster table on stderr lists each cluster's members and its top-5
     TF-IDF keywords from the model cards (built in: the paper's 69 models and
@@ -109,6 +111,8 @@ def cluster(
         satkit cluster sat.csv -o clusters.csv --plot clusters.png --tsne tsne.png
 
         satkit cluster sat.csv -k 5 --cards my_cards.csv --keywords keywords.csv
+
+        satkit cluster sat.csv -k 3 --method njw
 
         satkit matrix transfer/*.csv | satkit cluster - -q
     """
@@ -127,7 +131,7 @@ def cluster(
 
     card_table = load_cards(cards)
     names, S = read_similarity_matrix(sat_csv)
-    result = spectral_cluster(names, S, k, seed=seed)
+    result = spectral_cluster(names, S, k, seed=seed, method=method)
     kw, missing = tfidf_keywords(result.labels, result.names, card_table, top=N_KEYWORDS)
 
     frame = result.to_frame()

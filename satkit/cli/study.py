@@ -34,6 +34,7 @@ def study(
     pretrained: bool = c.PretrainedOpt,
     analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="Also cluster the matrix and rank card components (clusters.csv, keywords.csv, importance.csv, plots)."),
     k: Optional[int] = typer.Option(None, "-k", help="Number of clusters (default: chosen by the eigengap)."),
+    cluster_method: str = typer.Option("paper", "--cluster-method", help="Spectral clustering: paper (the paper's procedure) or njw (rows normalized); see satkit cluster --help. Recorded in study.json; approx --study follows it."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: do only shard i's share (0-based) of the attacks and target evaluations, for job arrays; rerun shards until the matrix is written."),
     wait: bool = typer.Option(False, "--wait", help="If another satkit run holds the study directory, wait for it instead of stopping."),
     plan: bool = typer.Option(False, "--plan", help="Only print what the study would run (attacks, transfer evaluations, forward/backward passes) and exit."),
@@ -80,7 +81,8 @@ def study(
     )
     cfg = StudyConfig.create(models, out, data=data, n=n, data_seed=data_seed, canvas=canvas, params=params,
                              batch_size=c.batch_size_value(batch_size), amp=amp, model_options=c.model_options(None, False, pretrained),
-                             per_sample=per_sample, compile=compile_, eps_s=eps_s, k=k, ci=ci, analyses=analyses)
+                             per_sample=per_sample, compile=compile_, eps_s=eps_s, k=k, ci=ci, analyses=analyses,
+                             cluster_method=cluster_method)
     if plan:
         from satkit.study import plan_study
 

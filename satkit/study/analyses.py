@@ -47,12 +47,13 @@ def write_logits(study: StudyDir, models: list[str]) -> None:
         save_logits(logits_from_attack(study.attack_path(spec)), path)
 
 
-def run_analyses(mat: SatMatrix, study: StudyDir, *, k: int | None = None, seed: int = 0, emit=None) -> StudyAnalysis:
+def run_analyses(mat: SatMatrix, study: StudyDir, *, k: int | None = None, seed: int = 0, method: str = "paper",
+                 emit=None) -> StudyAnalysis:
     """Clusters + TF-IDF keywords + component importance + ensembles of the study's matrix, tables and plots."""
     emit = emit or (lambda stage, done, total: None)
     out = study.root
     cards = load_cards()
-    cl = spectral_cluster(mat.names, mat.values, k, seed=seed)
+    cl = spectral_cluster(mat.names, mat.values, k, seed=seed, method=method)
     kw, missing = tfidf_keywords(cl.labels, cl.names, cards, top=5)
     write_table(cl.to_frame(), out / "clusters.csv")
     write_table(kw, out / "keywords.csv")

@@ -99,5 +99,5 @@ def approx_from_study(
         return res
     names, S = read_similarity_matrix(sat_path)
     keep = [i for i, n in enumerate(names) if n != name]
-    assign_cluster(res, [names[i] for i in keep], S[np.ix_(keep, keep)], k, seed)
+    assign_cluster(res, [names[i] for i in keep], S[np.ix_(keep, keep)], k, seed, method=st.cluster_method)
     return res

@@ -40,6 +40,7 @@ class StudyConfig:
     k: int | None = None  # clusters (None: eigengap)
     ci: float | None = None  # bootstrap interval level in sat_long.csv
     analyses: bool = True
+    cluster_method: str = "paper"  # paper | njw (satkit.analysis.cluster)
 
     @classmethod
     def create(cls, models: list[str] | tuple[str, ...] | None = None, out: str | Path = "satkit-study", *,
@@ -76,6 +77,10 @@ class StudyConfig:
             raise ParameterError(f"--ci must be in (0, 1), e.g. 0.95; got {self.ci}")
         if self.ci is not None and not self.per_sample:
             raise ParameterError("--ci needs per-sample outcomes; drop --no-per-sample")
+        from satkit.analysis.cluster import METHODS
+
+        if self.cluster_method not in METHODS:
+            raise ParameterError(f"unknown clustering method '{self.cluster_method}'; use {' or '.join(METHODS)}")
         if self.k is not None and self.k < 1:
             raise ParameterError(f"-k must be at least 1, got {self.k}")
 

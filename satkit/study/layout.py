@@ -82,6 +82,7 @@ class StudySettings:
     amp: str
     eps_s: float
     fingerprint: str
+    cluster_method: str = "paper"
 
     def to_json(self) -> str:
         d = {
@@ -89,6 +90,7 @@ class StudySettings:
             "models": list(self.models),
             "data": self.data.source, "n": self.data.n, "data_seed": self.data.seed, "canvas": self.data.canvas,
             "attack": self.params.to_dict(), "amp": self.amp, "eps_s": self.eps_s, "fingerprint": self.fingerprint,
+            "cluster_method": self.cluster_method,
         }
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
@@ -153,5 +155,10 @@ def read_settings(study_dir: str | Path) -> StudySettings:
     if amp not in ("off", "bf16", "fp16"):
         raise InputFileError(f"{p}: unknown amp '{amp}'")
     fingerprint = _field(s, "fingerprint", str, p)
+    # study.json without a schema version was written when satkit clustered with NJW only
+    method = _field(s, "cluster_method", str, p, optional=True) or ("paper" if version >= 1 else "njw")
+    if method not in ("paper", "njw"):
+        raise InputFileError(f"{p}: unknown cluster_method '{method}'")
     data = DataRequest(source=_field(s, "data", str, p), n=n, seed=seed, canvas=canvas)
-    return StudySettings(models=tuple(models), data=data, params=params, amp=amp, eps_s=eps_s, fingerprint=fingerprint)
+    return StudySettings(models=tuple(models), data=data, params=params, amp=amp, eps_s=eps_s, fingerprint=fingerprint,
+                         cluster_method=method)

@@ -177,14 +177,14 @@ def run_study(
         if cfg.analyses and len(mat.names) >= 3 and not np.isnan(mat.values).any():
             t0 = time.perf_counter()
             try:
-                res.analysis = run_analyses(mat, study, k=cfg.k, seed=cfg.params.seed,
+                res.analysis = run_analyses(mat, study, k=cfg.k, seed=cfg.params.seed, method=cfg.cluster_method,
                                             emit=lambda what, d, t: emit(StudyEvent("analysis", what, d, t)))
             except SatkitError as e:  # e.g. a matrix without structure cannot be clustered; the matrix stands
                 res.notes.append(f"analyses skipped: {e}")
             res.seconds["analysis"] = time.perf_counter() - t0
         # last: study.json always describes a finished matrix (approx --study relies on it)
         write_settings(study, StudySettings(models=cfg.models, data=cfg.data, params=cfg.params, amp=cfg.amp,
-                                            eps_s=cfg.eps_s, fingerprint=clean.fingerprint))
+                                            eps_s=cfg.eps_s, fingerprint=clean.fingerprint, cluster_method=cfg.cluster_method))
     return res
 
 
