@@ -16,6 +16,21 @@ import torch.nn.functional as F
 from satkit.attacks.base import register_attack
 
 
+def ce_logit_direction(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The gradient of the per-sample cross-entropy with respect to the logits, divided by ``1 - p_y``.
+
+    That gradient is ``p - onehot(y)``; dividing row ``i`` by ``1 - p_y = sum_{j != y} p_j``
+    (positive) gives ``q - onehot(y)`` with ``q`` the softmax over the other classes:
+    every row has largest magnitude 1 (its label entry is -1), whatever the logit
+    margin, and each sample's input gradient keeps its direction and sign. Computed
+    in float32 from log-probabilities, so nothing underflows or cancels.
+    """
+    z = logits.detach().float()
+    other = z.scatter(1, y.view(-1, 1), float("-inf"))
+    g = torch.softmax(other, dim=1)
+    return g.scatter_(1, y.view(-1, 1), -1.0)
+
+
 @register_attack("pgd")
 def pgd_linf(
     model: nn.Module,
@@ -32,6 +47,13 @@ def pgd_linf(
 
     ``init`` is the random start, a tensor of U(-eps, eps) noise made by the
     caller (so it can be seeded per sample, independent of batching), or None.
+
+    Under fp16 autocast the loss gradient enters the model's fp16 graph at the
+    logits. ``p - onehot(y)`` has magnitude ``~exp(-margin)`` there, so past a
+    logit margin of ~17 it flushes to zero in fp16 and the sample stops moving;
+    fp16 therefore back-propagates :func:`ce_logit_direction` instead (the same
+    gradient scaled per sample by a positive factor: the sign step is unchanged).
+    fp32 and bf16 (fp32's exponent range) take the plain summed cross-entropy.
     """
     lo = (x - eps).clamp_(min=0.0)
     hi = (x + eps).clamp_(max=1.0)
@@ -39,13 +61,17 @@ def pgd_linf(
     autocast = (
         torch.autocast(device_type=x.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     )
+    rescale = amp_dtype is torch.float16
     for _ in range(steps):
         adv.requires_grad_(True)
         with autocast:
             logits = model(adv)
-        # sum, not mean: the sign step ignores scale, and sum avoids a batch-size dependent underflow in fp16
-        loss = F.cross_entropy(logits.float(), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, adv)
+        if rescale:
+            (grad,) = torch.autograd.grad(logits, adv, grad_outputs=ce_logit_direction(logits, y).to(logits.dtype))
+        else:
+            # sum, not mean: the sign step ignores scale, and a mean would shrink each sample's gradient with the batch size
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, adv)
         adv = adv.detach().add_(grad.sign_(), alpha=alpha)
         adv = torch.max(torch.min(adv, hi), lo)
     return adv.detach()
