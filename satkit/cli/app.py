@@ -13,6 +13,7 @@ from satkit.cli import common as c
 from satkit.cli.attack import attack
 from satkit.cli.cards import cards_app
 from satkit.cli.cluster import cluster
+from satkit.cli.compare import compare
 from satkit.cli.importance import importance
 from satkit.cli.info import info
 from satkit.cli.matrix import matrix
@@ -59,6 +60,7 @@ app.command()(matrix)
 app.command()(info)
 app.add_typer(zoo_app, name="zoo")
 app.command()(cluster)
+app.command()(compare)
 app.command()(importance)
 app.add_typer(cards_app, name="cards")
 app.command()(logits)
