@@ -31,7 +31,7 @@ from satkit.io.atomic import check_outputs
 from satkit.io.tensorfile import SatkitFile, read_satkit_file
 from satkit.logits import compute_logits, save_logits
 from satkit.models import LoadedModel, ModelOptions, load_model
-from satkit.models.batching import resolve_batch_size
+from satkit.models.batching import default_batch_size, resolve_batch_size
 from satkit.models.fit import check_fits
 from satkit.models.registry import expected_weights_id, model_display_name, prepare_model
 from satkit.provenance import ProgressFn
@@ -39,7 +39,8 @@ from satkit.transfer import TransferResult, run_transfer
 
 # One batch size for every command: the attack file made by `satkit attack` equals the
 # study's for the same model and settings (kernels may sum in another order at another size).
-DEFAULT_BATCH_SIZE = 128
+# None: the device's default, satkit.models.batching.default_batch_size (auto on CUDA, 128 elsewhere).
+DEFAULT_BATCH_SIZE = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class AttackJob:
     data: DataRequest = field(default_factory=DataRequest)
     params: AttackParams | None = None  # None: the data source's default budget, PGD defaults otherwise
     model_options: ModelOptions | None = None
-    batch_size: int | str = DEFAULT_BATCH_SIZE  # or "auto"
+    batch_size: int | str | None = DEFAULT_BATCH_SIZE  # or "auto"
     amp: str = "off"
     compile: bool = False
     shard: tuple[int, int] | None = None
@@ -143,6 +144,7 @@ def attack_into_file(
     params = job.resolved_params()
     if job.shard is not None and job.batch_size == "auto":
         raise ParameterError("--shard needs a fixed --batch-size (every shard must cut the data into the same batches)")
+    batch_size = job.batch_size if job.batch_size is not None else default_batch_size(device, fixed=job.shard is not None)
     model_file = Path(job.model) if Path(job.model).is_file() else None
     check_outputs({"output": out}, inputs=[model_file, job.data.local_file()])
     if reuse:
@@ -156,7 +158,7 @@ def attack_into_file(
         lm = prepare_model(load_model(job.model, job.model_options, device), compile=job.compile)
         first = src.wait(0, min(2, len(src))) if isinstance(src, ImageStream) else src.images[:2]
         check_fits(lm, first, src.num_classes, src.source)
-        bs = resolve_batch_size(job.batch_size, lm, first[:1], kind="attack", n=len(src), amp=job.amp)
+        bs = resolve_batch_size(batch_size, lm, first[:1], kind="attack", n=len(src), amp=job.amp)
         if job.shard is not None:
             res = attack_shard(lm, src, params, job.shard, batch_size=bs, amp=job.amp, progress=progress)
         else:
@@ -180,7 +182,7 @@ def evaluate_target(
     *,
     model_options: ModelOptions | None = None,
     device: torch.device | str = "cpu",
-    batch_size: int | str = DEFAULT_BATCH_SIZE,
+    batch_size: int | str | None = DEFAULT_BATCH_SIZE,
     amp: str = "off",
     compile: bool = False,
     per_sample: bool = False,
@@ -223,7 +225,7 @@ def logits_into_file(
     data: DataRequest = DataRequest(),
     model_options: ModelOptions | None = None,
     device: torch.device | str = "cpu",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | str | None = DEFAULT_BATCH_SIZE,
     amp: str = "off",
     store_images: bool = True,
     rerun: str | None = None,
@@ -235,6 +237,7 @@ def logits_into_file(
     clean = data.load()
     lm = load_model(model, model_options, device)
     check_fits(lm, clean.images[:2], clean.num_classes, clean.source)
-    res = compute_logits(lm, clean, batch_size=batch_size, amp=amp, store_images=store_images, progress=progress)
+    bs = resolve_batch_size(batch_size, lm, clean.images[:1], kind="transfer", n=len(clean), amp=amp)
+    res = compute_logits(lm, clean, batch_size=bs, amp=amp, store_images=store_images, progress=progress)
     save_logits(res, out, rerun=rerun)
     return res

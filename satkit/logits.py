@@ -12,7 +12,8 @@ hence the same data fingerprint):
 
 Provenance: ``command``, ``versions``, ``model`` (as in attack files), ``data``
 (:func:`satkit.provenance.data_provenance`: source, fingerprint, n, ...),
-``amp`` and ``stats`` (top-1 accuracy). :func:`open_logits_files` reads several
+``amp``, ``numerics`` (:func:`satkit.devices.numerics`: device, GPU, CUDA/cuDNN,
+TF32 and determinism settings) and ``stats`` (top-1 accuracy). :func:`open_logits_files` reads several
 files and refuses to combine files made from different clean sets.
 """
 
@@ -27,7 +28,7 @@ import torch
 
 from satkit.attacks.runner import check_labels
 from satkit.data.base import CleanSet
-from satkit.devices import resolve_amp
+from satkit.devices import model_numerics, resolve_amp
 from satkit.errors import InputFileError, MismatchError, ParameterError
 from satkit.io.tensorfile import read_satkit_file, write_satkit_file
 from satkit.models.wrapper import LoadedModel
@@ -68,7 +69,8 @@ def compute_logits(
     check_labels(model, data)
     if progress:
         progress(0, len(data))
-    out = model.predict_logits(data.images, batch_size, amp_dtype, progress)
+    with model_numerics(model.device, amp) as numerics:
+        out = model.predict_logits(data.images, batch_size, amp_dtype, progress)
     tensors = {"logits": out, "labels": data.labels.clone(), "ids": data.ids.clone()}
     if store_images:
         tensors["clean"] = data.images.clone()
@@ -78,6 +80,7 @@ def compute_logits(
         "model": model.provenance(),
         "data": data_provenance(data),
         "amp": amp,
+        "numerics": numerics,
     }
     res = LogitsResult(tensors, prov)
     prov["stats"] = {"clean_accuracy": round(res.accuracy, 6)}
@@ -87,7 +90,7 @@ def compute_logits(
 def logits_from_attack(path: str | Path) -> LogitsResult:
     """The source model's clean logits stored in an attack file, as a logits result (no model run)."""
     f = read_satkit_file(path, "satkit.attack")
-    prov = {k: f.provenance[k] for k in ("versions", "model", "data", "amp") if k in f.provenance}
+    prov = {k: f.provenance[k] for k in ("versions", "model", "data", "amp", "numerics") if k in f.provenance}
     prov["command"] = "logits"
     prov["from_attack"] = f.provenance.get("attack_key")
     res = LogitsResult({"logits": f.get("clean_logits"), "labels": f.get("labels"), "ids": f.get("ids")}, prov)

@@ -20,8 +20,9 @@ import torch
 from safetensors import safe_open
 
 from satkit.attacks.quantize import as_float
-from satkit.devices import resolve_amp
+from satkit.devices import model_numerics, resolve_amp
 from satkit.errors import DataError, InputFileError, MismatchError, ParameterError
+from satkit.io.prefetch import ahead, pinned
 from satkit.io.tensorfile import SatkitFile, read_satkit_file
 from satkit.models.registry import ensure_num_classes
 from satkit.models.wrapper import LoadedModel
@@ -117,21 +118,22 @@ def run_transfer(
     res = TransferResult(rows=[])
     own = [own_attack] if own_attack is not None else [f for f in files if f.provenance.get("model", {}).get("name") == target.name
            and f.provenance.get("model", {}).get("weights_id") == target.weights_id]
-    if own and own[0].provenance["data"]["fingerprint"] == ref.provenance["data"]["fingerprint"]:
-        target_correct = own[0].get("source_correct")
-    else:
-        target_correct = _predict(target, clean, batch_size, amp_dtype) == labels
-        res.forward_samples += len(clean)
-    if progress:
-        progress(0, len(files))
-    for i, f in enumerate(files):
-        row, ps, n_fwd = _transfer_one(target, f, labels, target_correct, batch_size, amp_dtype, per_sample)
-        res.rows.append(row)
-        res.forward_samples += n_fwd
-        if ps is not None:
-            res.per_sample.append(ps)
+    with model_numerics(target.device, amp):
+        if own and own[0].provenance["data"]["fingerprint"] == ref.provenance["data"]["fingerprint"]:
+            target_correct = own[0].get("source_correct")
+        else:
+            target_correct = _predict(target, clean, batch_size, amp_dtype) == labels
+            res.forward_samples += len(clean)
         if progress:
-            progress(i + 1, len(files))
+            progress(0, len(files))
+        for i, f in enumerate(files):
+            row, ps, n_fwd = _transfer_one(target, f, labels, target_correct, batch_size, amp_dtype, per_sample)
+            res.rows.append(row)
+            res.forward_samples += n_fwd
+            if ps is not None:
+                res.per_sample.append(ps)
+            if progress:
+                progress(i + 1, len(files))
     return res
 
 
@@ -143,15 +145,18 @@ def _transfer_one(target, f: SatkitFile, labels, target_correct, batch_size, amp
     both = src_correct & target_correct
     idx = torch.nonzero(both).flatten()
     adv_pred = torch.full((len(labels),), -1, dtype=torch.int64)
-    # stream X_AB rows from the memory map in batches: memory stays O(batch), not O(file)
+    # stream X_AB rows from the memory map in batches, read and pinned one batch ahead of the
+    # target: memory stays O(batch), not O(file)
     with safe_open(str(f.path), framework="pt") as sf:
         adv_slice = sf.get_slice("adv")
-        for s, e in _batches(len(idx), batch_size):
-            rows = idx[s:e]
+
+        def read(b: tuple[int, int]) -> tuple[int, int, torch.Tensor]:
+            rows = idx[b[0]:b[1]]
             lo, hi = int(rows[0]), int(rows[-1]) + 1
-            block = adv_slice[lo:hi]
-            imgs = block[rows - lo]
-            adv_pred[rows] = _predict(target, imgs, len(imgs), amp_dtype)
+            return b[0], b[1], pinned(adv_slice[lo:hi][rows - lo], target.device)
+
+        if len(idx):
+            adv_pred[idx] = target.logits_of(ahead(read, _batches(len(idx), batch_size)), len(idx), amp_dtype).argmax(1)
     fooled = both & (adv_pred != labels)
     attack = prov.get("attack", {})
     row = {

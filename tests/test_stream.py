@@ -160,23 +160,20 @@ def test_closing_early_stops_decoding(folder, monkeypatch):
 
 
 def test_prepared_host_batches_give_the_same_file(tmp_path, folder, monkeypatch):
-    """The GPU path (float pixels prepared one batch ahead, copied with non_blocking) writes the same
-    bytes; exercised on the CPU without pinning, which needs a GPU."""
+    """The GPU path (each batch's rows and random start prepared one batch ahead, pinned, copied with
+    non_blocking) writes the same bytes; exercised on the CPU with pinning (which needs a GPU) recorded."""
     import satkit.attacks.runner as runner
-    from satkit.attacks.quantize import as_float, clean_for_storage
 
     params = AttackParams(eps=0.1, steps=2, storage="float16")
     a = save_attack(run_attack(tiny_model(), load_data(str(folder), canvas=16), params, batch_size=4), tmp_path / "a.safetensors")
     calls = []
 
-    def prepare_for(device, storage):
-        def prepare(u8):
-            calls.append(len(u8))
-            return as_float(clean_for_storage(u8, storage))
-        return prepare
+    def pinned(t, device):
+        calls.append(len(t))
+        return t.clone()  # a copy, as pinning makes
 
-    monkeypatch.setattr(runner, "_host_prepare", prepare_for)
+    monkeypatch.setattr(runner, "_pinned", pinned)
     with open_data(str(folder), canvas=16).stream(workers=2) as s:
         b = save_attack(run_attack(tiny_model(), s, params, batch_size=4), tmp_path / "b.safetensors")
-    assert sum(calls) == len(s)  # every batch went through the prepared path
+    assert sum(calls) == 2 * len(s)  # every batch's clean rows and random start went through the prepared path
     assert _sha(a) == _sha(b)

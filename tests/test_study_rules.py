@@ -4,6 +4,7 @@ a failed study leaves study.json as it was; a second run on the directory waits 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,17 @@ def test_rerun_removes_partial_files_of_a_killed_run_everywhere(base, tmp_path):
         p.write_bytes(b"half")
     res = run_study(StudyConfig.create(models, out, **BASE))
     assert res.attacks_run == 0 and not [p for p in left if p.exists()]
+
+
+def test_study_json_round_trips_every_setting(tmp_path):
+    """What approx --study needs to rebuild the clean set and the attack comes back from study.json as written."""
+    from satkit.data import DataRequest
+    from satkit.study.layout import StudyDir, StudySettings, read_settings, write_settings
+
+    st = StudySettings(models=("a.pt", "digits/vit-s1"), data=DataRequest("val/", 50, 3, 224, "LOC_val_solution.csv"),
+                       params=AttackParams(eps=4 / 255, steps=7, storage="float16"), amp="bf16", eps_s=0.5,
+                       fingerprint="f" * 32, cluster_method="njw")
+    write_settings(StudyDir(tmp_path), st)
+    back = read_settings(tmp_path)
+    assert back.params.to_dict() == st.params.to_dict()  # the default step size comes back as its value
+    assert replace(back, params=st.params) == st

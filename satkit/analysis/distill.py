@@ -148,26 +148,37 @@ class _TeacherTerm:
 
     def __init__(self, teacher: LoadedModel, soft: bool, temperature: float):
         self.teacher, self.soft, self.T = teacher, soft, temperature
-        self.agree = self.seen = 0
+        # counts stay on the device and are read once per epoch (check, take_agreement): reading
+        # them per step would sync a GPU with the host at every training step
+        self.agree: torch.Tensor | int = 0
+        self.finite: torch.Tensor | None = None
+        self.seen = 0
 
     def __call__(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             t_logits = self.teacher.module(x).float()
-        self.teacher.check_finite(t_logits)
+        ok = torch.isfinite(t_logits).all()
+        self.finite = ok if self.finite is None else self.finite & ok
         T = self.T
         if self.soft:
             kd = F.kl_div(F.log_softmax(logits / T, dim=1), F.log_softmax(t_logits / T, dim=1),
                           reduction="batchmean", log_target=True) * (T * T)
         else:
             kd = F.cross_entropy(logits, t_logits.argmax(1))
-        self.agree += int((logits.argmax(1) == t_logits.argmax(1)).sum())
+        self.agree = self.agree + (logits.argmax(1) == t_logits.argmax(1)).sum()
         self.seen += len(x)
         return kd
 
+    def check(self) -> None:
+        """The teacher's NaN/inf logits since the last call, as the ModelError that names it."""
+        if self.finite is not None and not bool(self.finite):
+            raise ModelError(f"model {self.teacher.name} produced NaN/inf logits during distillation; "
+                             "check its weights and input scaling")
+
     def take_agreement(self) -> float:
         """Agreement since the last call, then start counting afresh."""
-        value = self.agree / self.seen if self.seen else float("nan")
-        self.agree = self.seen = 0
+        value = int(self.agree) / self.seen if self.seen else float("nan")
+        self.agree, self.finite, self.seen = 0, None, 0
         return value
 
 

@@ -17,8 +17,12 @@ def save_figure(fig, path: str | os.PathLike) -> None:
         raise ParameterError(f"{path}: unknown plot format; use a .png, .svg or .pdf file name")
     from satkit.io.atomic import atomic_output
 
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150)
+    import matplotlib
+
+    # no dates and fixed SVG ids: the same figure gives the same bytes on a rerun
+    metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
+    with atomic_output(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "satkit"}):
+        fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150, metadata=metadata)
 
 
 def new_figure(width: float, height: float):

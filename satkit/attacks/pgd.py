@@ -11,7 +11,6 @@ import contextlib
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from satkit.attacks.base import register_attack
 
@@ -29,6 +28,16 @@ def ce_logit_direction(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     other = z.scatter(1, y.view(-1, 1), float("-inf"))
     g = torch.softmax(other, dim=1)
     return g.scatter_(1, y.view(-1, 1), -1.0)
+
+
+def summed_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each sample with its label, summed, in float32.
+
+    ``F.cross_entropy``'s NLL kernel has no deterministic CUDA version (it adds with
+    atomics); a gather of the log-probabilities has, and back-propagates the same
+    gradient bit for bit (-1 at each label, 0 elsewhere, into the log-softmax).
+    """
+    return -torch.log_softmax(logits.float(), dim=1).gather(1, y.view(-1, 1)).sum()
 
 
 @register_attack("pgd")
@@ -70,8 +79,11 @@ def pgd_linf(
             (grad,) = torch.autograd.grad(logits, adv, grad_outputs=ce_logit_direction(logits, y).to(logits.dtype))
         else:
             # sum, not mean: the sign step ignores scale, and a mean would shrink each sample's gradient with the batch size
-            loss = F.cross_entropy(logits.float(), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, adv)
-        adv = adv.detach().add_(grad.sign_(), alpha=alpha)
+            (grad,) = torch.autograd.grad(summed_ce(logits, y), adv)
+        # sign() maps NaN to 0, which would leave a sample silently unattacked; adding 0 * grad
+        # (0 for a finite gradient, NaN for NaN or inf) carries a non-finite gradient into the
+        # adversarial batch, which the caller checks once per batch
+        step = grad.sign().add_(grad.mul_(0.0))
+        adv = adv.detach().add_(step, alpha=alpha)
         adv = torch.max(torch.min(adv, hi), lo)
     return adv.detach()

@@ -13,8 +13,11 @@ from satkit.attacks.base import ATTACKS, AttackParams
 from satkit.attacks.quantize import STORAGE_DTYPES, as_float, clean_for_storage, quantize_adv
 from satkit.data.base import CleanSet
 from satkit.data.stream import ImageStream
-from satkit.devices import resolve_amp
-from satkit.errors import DataError, ParameterError
+from satkit.devices import model_numerics, resolve_amp
+from satkit.errors import DataError, ModelError, ParameterError
+from satkit.io.pixels import pixels_on
+from satkit.io.prefetch import ahead
+from satkit.io.prefetch import pinned as _pinned
 from satkit.io.tensorfile import canonical_json, write_satkit_file
 from satkit.models.registry import ensure_num_classes
 from satkit.models.wrapper import LoadedModel
@@ -47,8 +50,8 @@ def random_start_noise(ids: torch.Tensor, shape: tuple[int, ...], eps: float, se
     g = torch.Generator()
     for j, i in enumerate(ids.tolist()):
         g.manual_seed((seed * 1_000_003 + int(i)) % (2**63 - 1))
-        out[j] = torch.rand(shape, generator=g) * (2 * eps) - eps
-    return out
+        torch.rand(shape, generator=g, out=out[j])
+    return out.mul_(2 * eps).sub_(eps)  # elementwise, so the same values as per sample
 
 
 def check_labels(model: LoadedModel, data: CleanSet | ImageStream) -> None:
@@ -63,17 +66,70 @@ def check_labels(model: LoadedModel, data: CleanSet | ImageStream) -> None:
         )
 
 
-def _host_prepare(device: torch.device, storage: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """For a CUDA device: the stream makes each batch's float pixels in pinned memory one batch
-    ahead, in its background thread, so the copy to the device does not block. The float
-    conversion stays on the CPU, exactly as in the eager path (same values)."""
-    if device.type != "cuda":
-        return None
+@dataclass
+class _HostBatch:
+    sl: slice
+    clean: torch.Tensor  # the stored clean rows (storage dtype)
+    init: torch.Tensor | None  # the random start, or None
 
-    def prepare(u8: torch.Tensor) -> torch.Tensor:
-        return as_float(clean_for_storage(u8, storage)).pin_memory()
 
-    return prepare
+def _host_batches(data: CleanSet | ImageStream, clean_store: torch.Tensor, params: AttackParams, batch_size: int,
+                  device: torch.device) -> Iterator[_HostBatch]:
+    """Each batch's host work, one batch ahead in a background thread: waiting for its decoded
+    rows, converting them to the storage dtype, drawing its random start, pinning both.
+    It overlaps the device's work on the previous batch; the values are the ones made in line."""
+    n = len(data)
+    stream = isinstance(data, ImageStream)
+
+    def prepare(sl: slice) -> _HostBatch:
+        if stream:
+            clean = clean_for_storage(data.wait(sl.start, sl.stop), params.storage)
+        else:
+            clean = clean_store[sl]
+        init = None
+        if params.random_start and params.eps > 0:
+            init = _pinned(random_start_noise(data.ids[sl], tuple(clean.shape[1:]), params.eps, params.seed), device)
+        return _HostBatch(sl, _pinned(clean, device), init)
+
+    return ahead(prepare, (slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)))
+
+
+@dataclass
+class _DeviceBatch:
+    """One attacked batch, its results on their way to the host."""
+
+    sl: slice
+    clean_logits: torch.Tensor
+    adv_finite: torch.Tensor  # per sample
+    stored: torch.Tensor  # the adversarials in the storage dtype
+    adv_logits: torch.Tensor  # the model on the stored adversarials
+    ready: Any = None  # a CUDA event recorded after the copies to the host
+
+
+def _attack_batch(model: LoadedModel, attack_fn: Callable[..., torch.Tensor], hb: _HostBatch, y: torch.Tensor,
+                  params: AttackParams, amp_dtype: torch.dtype | None) -> _DeviceBatch:
+    """Queue one batch's work on the device, ending with non-blocking copies of its results.
+
+    Every evaluation (clean, adversarial) runs under the attack's autocast, as transfer
+    and logits do: the model whose correctness is recorded is the model attacked.
+    """
+    net, device = model.module, model.device
+    clean = hb.clean.to(device, non_blocking=True)
+    x = pixels_on(clean)
+    with torch.inference_mode(), model.autocast(amp_dtype):
+        clean_logits = net(x).float()
+    init = hb.init.to(device, non_blocking=True) if hb.init is not None else None
+    adv = attack_fn(net, x, y, eps=params.eps, steps=params.steps, alpha=params.alpha, init=init, amp_dtype=amp_dtype)
+    adv_finite = torch.isfinite(adv).flatten(1).all(1)
+    stored = quantize_adv(adv, clean, params.eps, params.storage)
+    with torch.inference_mode(), model.autocast(amp_dtype):
+        adv_logits = net(pixels_on(stored)).float()
+    out = [t.to("cpu", non_blocking=True) for t in (clean_logits, adv_finite, stored, adv_logits)]
+    ready = None
+    if device.type == "cuda":
+        ready = torch.cuda.Event()
+        ready.record()
+    return _DeviceBatch(hb.sl, *out, ready=ready)
 
 
 def run_attack(
@@ -90,6 +146,10 @@ def run_attack(
     ``data`` is a decoded CleanSet, or an :class:`ImageStream` whose images are
     still being decoded in the background: each batch is attacked as soon as it is
     decoded. Both give the same tensors and provenance.
+
+    The device works on batch ``k + 1`` while the host files batch ``k``'s results
+    (one sync per batch: NaN/inf in the clean logits, the adversarials or their
+    logits is a :class:`ModelError` naming the model).
     """
     if batch_size <= 0:
         raise ParameterError(f"--batch-size must be positive, got {batch_size}")
@@ -98,46 +158,53 @@ def run_attack(
     check_labels(model, data)
     attack_fn = ATTACKS[params.attack]
     n = len(data)
-    batches: Iterator[tuple[slice, torch.Tensor | None, torch.Tensor | None]]
     if isinstance(data, ImageStream):
         # uint8 storage is the decoded images themselves; float storage is filled batch by batch
         clean_store = data.images if params.storage == "uint8" else torch.empty(data.images.shape, dtype=STORAGE_DTYPES[params.storage])
-        batches = data.batches(batch_size, _host_prepare(device, params.storage))
     else:
         clean_store = clean_for_storage(data.images, params.storage)
-        batches = ((slice(s, min(s + batch_size, n)), None, None) for s in range(0, n, batch_size))
     adv_store = torch.empty_like(clean_store)
+    labels = data.labels
     source_correct = torch.empty(n, dtype=torch.bool)
     source_adv_correct = torch.empty(n, dtype=torch.bool)
     clean_logits: torch.Tensor | None = None  # kept: ensembles and accuracy need no second pass
-    net = model.module
-    done = 0
     if progress:
         progress(0, n)
-    with contextlib.closing(batches):
-        for sl, u8, host in batches:
-            if u8 is not None and clean_store is not data.images:
-                clean_store[sl] = clean_for_storage(u8, params.storage)
-            x = host.to(device, non_blocking=True) if host is not None else as_float(clean_store[sl]).to(device)
-            y = data.labels[sl].to(device)
-            with torch.inference_mode():
-                logits = net(x)
-            model.check_finite(logits)
-            if clean_logits is None:
-                clean_logits = torch.empty((n, logits.shape[1]), dtype=torch.float32)
-            clean_logits[sl] = logits.float().cpu()
-            source_correct[sl] = (logits.argmax(1) == y).cpu()
-            init = None
-            if params.random_start and params.eps > 0:
-                init = random_start_noise(data.ids[sl], tuple(x.shape[1:]), params.eps, params.seed).to(device)
-            adv = attack_fn(net, x, y, eps=params.eps, steps=params.steps, alpha=params.alpha, init=init, amp_dtype=amp_dtype)
-            stored = quantize_adv(adv.cpu(), clean_store[sl], params.eps, params.storage)
-            adv_store[sl] = stored
-            with torch.inference_mode():
-                source_adv_correct[sl] = (net(as_float(stored).to(device)).argmax(1) == y).cpu()
-            done = sl.stop
-            if progress:
-                progress(done, n)
+
+    def file_results(b: _DeviceBatch) -> None:
+        nonlocal clean_logits
+        if b.ready is not None:
+            b.ready.synchronize()
+        model.check_finite(b.clean_logits)
+        if not bool(b.adv_finite.all()):
+            bad = int((~b.adv_finite).sum())
+            hint = f" (under --amp {amp}: try --amp off)" if amp != "off" else ""
+            raise ModelError(f"model {model.name} produced NaN/inf gradients or adversarial images on {bad} sample(s) "
+                             f"during the attack{hint}; check its weights and input scaling")
+        model.check_finite(b.adv_logits)
+        sl = b.sl
+        if clean_logits is None:
+            clean_logits = torch.empty((n, b.clean_logits.shape[1]), dtype=torch.float32)
+        clean_logits[sl] = b.clean_logits
+        source_correct[sl] = b.clean_logits.argmax(1) == labels[sl]
+        adv_store[sl] = b.stored
+        source_adv_correct[sl] = b.adv_logits.argmax(1) == labels[sl]
+        if progress:
+            progress(sl.stop, n)
+
+    batches = _host_batches(data, clean_store, params, batch_size, device)
+    with model_numerics(device, amp) as numerics, contextlib.closing(batches):
+        labels_on_device = labels.to(device)
+        pending: _DeviceBatch | None = None
+        for hb in batches:
+            if isinstance(data, ImageStream) and clean_store is not data.images:
+                clean_store[hb.sl] = hb.clean
+            queued = _attack_batch(model, attack_fn, hb, labels_on_device[hb.sl], params, amp_dtype)
+            if pending is not None:
+                file_results(pending)
+            pending = queued
+        if pending is not None:
+            file_results(pending)
     tensors = {
         "clean": clean_store,
         "adv": adv_store,
@@ -156,6 +223,7 @@ def run_attack(
         "storage_dtype": params.storage,
         "amp": amp,
         "batch_size": batch_size,  # kernels may sum in another order at another batch size: part of "same inputs"
+        "numerics": numerics,
     }
     prov["attack_key"] = attack_key(prov)
     res = AttackResult(tensors, prov)

@@ -25,6 +25,7 @@ from satkit.cli.logits import logits
 from satkit.cli.ensemble import ensemble
 from satkit.cli.distill import distill
 from satkit.cli.approx import approx
+from satkit.cli.report import report
 
 app = typer.Typer(
     cls=c.SatkitGroup,
@@ -67,6 +68,7 @@ app.command()(logits)
 app.command()(ensemble)
 app.command()(distill)
 app.command()(approx)
+app.command()(report)
 
 
 def main() -> None:

@@ -25,14 +25,16 @@ def approx(
     n: Optional[int] = typer.Option(None, "--n", help="Without --study: sample size (default all)."),
     data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Without --study: seed of the --n sample."),
     canvas: Optional[int] = c.CanvasOpt,
+    labels: Optional[str] = typer.Option(None, "--labels", help="Without --study: labels of a flat image folder given as --data (see satkit attack --help)."),
     eps: Optional[str] = typer.Option(None, "--eps", help="Without --study: L-infinity budget (default 0.1 for digits, 8/255 otherwise)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Without --study: PGD iterations (default 50)."),
     eps_s: Optional[float] = typer.Option(None, "--eps-s", help="Without --study: SAT floor in percent (default 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed of k-means (clustering). Without --study also the PGD random start."),
-    batch_size: int = typer.Option(int(c.DEFAULT_BATCH), "--batch-size", help="Images per batch."),
+    batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
     amp: Optional[str] = typer.Option(None, "--amp", help="Autocast: bf16, fp16 (GPU) or off. Default: the study's, else off."),
     arch: Optional[str] = c.ArchOpt,
+    model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
     allow_pickle: bool = c.PickleOpt,
     pretrained: bool = c.PretrainedOpt,
     mean: Optional[str] = c.MeanOpt,
@@ -68,15 +70,14 @@ def approx(
     from satkit.models import ModelOptions
 
     c.set_quiet(quiet)
-    if batch_size <= 0:
-        c.fail(f"--batch-size must be positive, got {batch_size}")
+    bs = c.batch_size_value(batch_size)
     known = [m.strip() for v in (models or []) for m in v.split(",") if m.strip()]
     if study is None and not known:
         c.fail("give the known models: --study DIR (a satkit study) or --models M1,M2,...")
     if study is not None:
         if known:
             c.fail("give either --study or --models, not both")
-        given = [o for o, v in (("--data", data), ("--n", n), ("--data-seed", data_seed), ("--canvas", canvas), ("--eps", eps),
+        given = [o for o, v in (("--data", data), ("--n", n), ("--data-seed", data_seed), ("--canvas", canvas), ("--labels", labels), ("--eps", eps),
                                 ("--steps", steps), ("--eps-s", eps_s), ("--sat", sat)) if v is not None]
         if given:
             c.fail(f"{', '.join(given)}: with --study the study's settings are used; drop {'it' if len(given) == 1 else 'them'}")
@@ -88,9 +89,9 @@ def approx(
 
     model_file = model if Path(model).is_file() else None
     check_outputs({"--output": output, "--summary": summary, "--save-attack": save_attack},
-                  inputs=[model_file, sat, data if data and Path(data).is_file() else None])
+                  inputs=[model_file, sat, data if data and Path(data).is_file() else None, labels])
     dev = resolve_device(device)
-    opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name)
+    opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name, model_kwargs)
     known_opts = ModelOptions(pretrained=pretrained)  # never --allow-pickle: it is given for the new model only
 
     with c.progress_bar() as p:
@@ -106,7 +107,7 @@ def approx(
             from satkit.study.approx import approx_from_study
 
             res = approx_from_study(model, study, model_options=opts, known_options=known_opts, k=k, seed=seed,
-                                    batch_size=batch_size, device=dev, amp=amp, save_attack_to=save_attack,
+                                    batch_size=bs, device=dev, amp=amp, save_attack_to=save_attack,
                                     reuse_attack=reuse, on_event=on_event)
         else:
             from satkit.analysis.approx import approx_explicit
@@ -118,9 +119,9 @@ def approx(
             params = AttackParams(eps=c.parse_fraction(eps, "--eps") if eps else default_eps(d),
                                   steps=steps if steps is not None else 50, seed=seed)
             sat_m = read_similarity_matrix(sat) if sat is not None else None
-            res = approx_explicit(model, known, DataRequest(d, n, data_seed or 0, canvas), params,
+            res = approx_explicit(model, known, DataRequest(d, n, data_seed or 0, canvas, labels), params,
                                   eps_s=eps_s if eps_s is not None else 1.0, sat=sat_m, k=k, seed=seed,
-                                  batch_size=batch_size, device=dev, amp=amp or "off", model_options=opts, known_options=known_opts,
+                                  batch_size=bs, device=dev, amp=amp or "off", model_options=opts, known_options=known_opts,
                                   save_attack_to=save_attack, on_event=on_event)
     for w in res.warnings:
         c.warn(w)
@@ -144,7 +145,7 @@ def _print(res) -> None:
         t.add_row(escape(r["model"]), "-" if r["cluster"] is None else str(r["cluster"]), str(r["n_both"]),
                   "-" if r["fool_rate"] is None else f"{r['fool_rate']:.1%}",
                   "-" if r["sat_approx"] is None else f"{r['sat_approx']:.3f}")
-    c.err_console.print(t)
+    c.print_table(t)
     how = "reused the study's attack file" if res.attack_reused else f"1 attack ({res.attack_forward_samples} forward samples)"
     c.info(f"cost: {how} + {res.forward_samples} forward samples over {res.rows.height} known model(s)")
     if res.joined is not None:

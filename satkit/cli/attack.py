@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -16,18 +16,20 @@ def attack(
     n: Optional[int] = c.NOpt,
     data_seed: int = c.DataSeedOpt,
     canvas: Optional[int] = c.CanvasOpt,
+    labels: Optional[str] = c.LabelsOpt,
     eps: Optional[str] = typer.Option(None, "--eps", help="L-infinity budget in pixel scale [0, 1]; a fraction like 8/255 is fine. Default: 0.1 for digits, 8/255 otherwise (the same in every command)."),
     steps: int = typer.Option(50, "--steps", help="PGD iterations (paper: 50)."),
     step_size: Optional[str] = typer.Option(None, "--step-size", help="Step per iteration, pixel scale. Default 2.5*eps/steps."),
     random_start: bool = typer.Option(True, "--random-start/--no-random-start", help="Start from uniform noise in the eps-ball (seeded per sample)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random start."),
     storage: str = typer.Option("uint8", "--storage", help="Storage dtype of clean/adv images: uint8, float16 or float32. The eps bound holds exactly after rounding."),
-    batch_size: str = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
+    batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
     amp: str = c.AmpOpt,
     compile_: bool = c.CompileOpt,
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: attack only shard i (0-based) of n, a run of whole batches, for job arrays; join the n files with satkit merge."),
     arch: Optional[str] = c.ArchOpt,
+    model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
     allow_pickle: bool = c.PickleOpt,
     pretrained: bool = c.PretrainedOpt,
     mean: Optional[str] = c.MeanOpt,
@@ -62,8 +64,8 @@ def attack(
         step_size=c.parse_fraction(step_size, "--step-size") if step_size else None,
         random_start=random_start, seed=seed, storage=storage,
     )
-    job = AttackJob(model, data=DataRequest(data, n, data_seed, canvas), params=params,
-                    model_options=c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name),
+    job = AttackJob(model, data=DataRequest(data, n, data_seed, canvas, labels), params=params,
+                    model_options=c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name, model_kwargs),
                     batch_size=c.batch_size_value(batch_size), amp=amp, compile=compile_, shard=c.parse_shard(shard))
     dev = resolve_device(device)
     with c.progress_bar() as p:

@@ -42,7 +42,7 @@ def cards_list(cards: Optional[str] = CardsOpt) -> None:
             t.add_column(col)
         for r in df.iter_rows(named=True):
             t.add_row(escape(r[NAME]), escape(r["Base architecture"]), escape(r["Stem layer"]))
-        c.err_console.print(t)
+        c.print_table(t)
 
 
 @cards_app.command("show")

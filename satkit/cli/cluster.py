@@ -143,8 +143,8 @@ def cluster(
     warn_missing_cards(missing, "they are clustered but give no keywords")
     if not c.STATE.quiet:
         if result.k_from_eigengap:
-            c.err_console.print(_eigengap_table(result))
-        c.err_console.print(cluster_table(result, kw))
+            c.print_table(_eigengap_table(result))
+        c.print_table(cluster_table(result, kw))
 
     write_table(frame, output)
     if keywords is not None:

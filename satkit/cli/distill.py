@@ -32,6 +32,7 @@ def distill(
     rec_output: str = typer.Option("-", "--recommend-output", help="With --recommend: where to write the ranking CSV; - for stdout."),
     device: str = c.DeviceOpt,
     arch: Optional[str] = c.ArchOpt,
+    model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
     allow_pickle: bool = c.PickleOpt,
     pretrained: bool = c.PretrainedOpt,
     quiet: bool = c.QuietOpt,
@@ -66,7 +67,7 @@ def distill(
         _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output)
         return
     _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, soft, temperature, alpha, seed, sat,
-           sat_proxy, metrics, name, device, arch, allow_pickle, pretrained)
+           sat_proxy, metrics, name, device, arch, allow_pickle, pretrained, model_kwargs)
 
 
 def _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output) -> None:
@@ -99,11 +100,11 @@ def _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output) -> N
         t.add_column(col, justify="right" if col in ("rank", "SAT") else "left")
     for r in ranking.iter_rows(named=True):
         t.add_row(str(r["rank"]), escape(r["teacher"]), escape(r["base_architecture"] or "?"), f"{r['sat']:.2f}", escape(r["reason"]))
-    c.err_console.print(t)
+    c.print_table(t)
 
 
 def _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, soft, temperature, alpha, seed, sat,
-           sat_proxy, metrics, name, device, arch, allow_pickle, pretrained) -> None:
+           sat_proxy, metrics, name, device, arch, allow_pickle, pretrained, model_kwargs=None) -> None:
     from satkit.analysis.distill import (
         DistillConfig, append_metrics, distill as run_distill, metrics_row, resolve_student, save_student,
         student_proxies, teacher_student_sat,
@@ -137,7 +138,7 @@ def _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, so
     train = load_data("digits:train" if is_digits else data)
     test = load_data(eval_data if eval_data is not None else "digits", canvas=train.canvas[1])
     arch_info = resolve_student(student, max(train.num_classes, int(train.labels.max()) + 1))
-    t = load_model(teacher, c.model_options(arch, allow_pickle, pretrained), dev) if teacher is not None else None
+    t = load_model(teacher, c.model_options(arch, allow_pickle, pretrained, model_kwargs=model_kwargs), dev) if teacher is not None else None
     with c.progress_bar() as p:
         task = p.add_task(f"distill {t.name if t else 'no teacher'} -> {arch_info.name}", total=None)
 

@@ -112,7 +112,7 @@ def _print_report(report, grid_wide) -> None:
     t.add_column("error", justify="right")
     for name, e in report.member_errors.items():
         t.add_row(escape(name), _fmt(e))
-    c.err_console.print(t)
+    c.print_table(t)
     sizes = report.subsets.group_by("size").agg(_agg_exprs()).sort("size")
     t = Table(title="ensembles by size (means)", title_justify="left", pad_edge=False)
     for col in ("size", "n", "ensemble error %", "ERR %"):
@@ -120,7 +120,7 @@ def _print_report(report, grid_wide) -> None:
     for r in sizes.iter_rows(named=True):
         note = " (sampled)" if r["size"] in report.sampled_sizes else ""
         t.add_row(str(r["size"]), f"{r['n']}{note}", _fmt(r["ens"]), _fmt(r["err"]))
-    c.err_console.print(t)
+    c.print_table(t)
     if report.correlation is not None:
         co = report.correlation
         c.info(
@@ -134,7 +134,7 @@ def _print_report(report, grid_wide) -> None:
             t.add_column(col, justify="right")
         for r in wide.iter_rows():
             t.add_row(str(r[0]), *(_fmt(v) for v in r[1:]))
-        c.err_console.print(t)
+        c.print_table(t)
     if report.selection is not None:
         s = report.selection
         c.info(

@@ -78,8 +78,8 @@ def importance(
 
     warn_missing_cards(result.missing, "their pairs are left out of the regression")
     if not c.STATE.quiet:
-        c.err_console.print(importance_table(result))
-        c.err_console.print(
+        c.print_table(importance_table(result))
+        c.info(
             f"held-out R^2 = {result.r2_cv:.3f} ± {result.r2_cv_std:.3f} ({result.cv_folds}-fold cross-validation over pairs); "
             f"in-sample R^2 = {result.r2_train:.3f}"
         )

@@ -52,6 +52,8 @@ def info(
         lines.append("  stats: " + ", ".join(f"{k}={v}" for k, v in p["stats"].items()))
     if _section(p, "versions"):
         lines.append("  versions: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()))
+    if _section(p, "numerics"):  # what decided the numbers: device, GPU, CUDA/cuDNN, TF32, determinism
+        lines.append("  numerics: " + ", ".join(f"{k}={v}" for k, v in p["numerics"].items() if v is not None))
     lines.append(f"  rerun: {rerun_command(p, f.keys)}")
     # Every string here may come from a crafted file: escape what a terminal would act on
     # (escape sequences, bidi reordering, line breaks that could fake another line).

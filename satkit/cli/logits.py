@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -16,11 +16,13 @@ def logits(
     n: Optional[int] = c.NOpt,
     data_seed: int = c.DataSeedOpt,
     canvas: Optional[int] = c.CanvasOpt,
+    labels: Optional[str] = c.LabelsOpt,
     images: bool = typer.Option(True, "--images/--no-images", help="Store the clean images too, so the file also works as --data (5,000 ImageNet images: 750 MB per file; --no-images leaves them out)."),
-    batch_size: int = typer.Option(int(c.DEFAULT_BATCH), "--batch-size", help="Images per batch."),
+    batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
     amp: str = c.AmpOpt,
     arch: Optional[str] = c.ArchOpt,
+    model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
     allow_pickle: bool = c.PickleOpt,
     pretrained: bool = c.PretrainedOpt,
     mean: Optional[str] = c.MeanOpt,
@@ -49,13 +51,12 @@ def logits(
     from satkit.jobs import logits_into_file
 
     c.set_quiet(quiet)
-    if batch_size <= 0:
-        c.fail(f"--batch-size must be positive, got {batch_size}")
+    bs = c.batch_size_value(batch_size)
     dev = resolve_device(device)
-    opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name)
+    opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name, model_kwargs)
     with c.progress_bar() as p:
-        res = logits_into_file(model, output, data=DataRequest(data, n, data_seed, canvas), model_options=opts, device=dev,
-                               batch_size=batch_size, amp=amp, store_images=images, rerun=c.rerun_line(),
+        res = logits_into_file(model, output, data=DataRequest(data, n, data_seed, canvas, labels), model_options=opts, device=dev,
+                               batch_size=bs, amp=amp, store_images=images, rerun=c.rerun_line(),
                                progress=c.task_callback(p, f"logits {model} ({dev})"))
     name_ = res.provenance["model"]["name"]
     c.info(f"{name_}: {len(res.tensors['labels'])} images, top-1 accuracy {res.accuracy:.1%}; "

@@ -15,6 +15,7 @@ def matrix(
     output: str = typer.Option("-", "--output", "-o", help="SAT matrix CSV (square: first column = row names, header = the same names); - for stdout."),
     long: Optional[Path] = typer.Option(None, "--long", help="Also write the long table: one row per pair with |X_AB|, both fool rates and SAT."),
     eps_s: float = typer.Option(1.0, "--eps-s", help="Floor inside the log, in percent (1e-20 <= eps_s < 100): SAT = ln(max(eps_s, 100*rate)). Default 1 keeps SAT in [0, ln 100]."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the heatmap: .png, .svg or .pdf (hierarchical order with its tree; satkit study orders by cluster)."),
     show: bool = typer.Option(True, "--show/--no-show", help="Print the matrix as a coloured table on stderr."),
     per_sample: Optional[List[Path]] = typer.Option(None, "--per-sample", help="Per-sample outcome tables (satkit transfer --per-sample), for --ci."),
     ci: Optional[float] = typer.Option(None, "--ci", help="Add percentile-bootstrap confidence intervals at this level (e.g. 0.95) to the --long table; needs --per-sample."),
@@ -30,6 +31,8 @@ def matrix(
 
         satkit matrix transfer/*.csv -o sat.csv --long sat_long.csv
 
+        satkit matrix transfer/*.csv -o sat.csv --plot sat.png                # and the heatmap
+
         satkit matrix t.csv --per-sample samples.parquet --ci 0.95 --long long.csv   # is my sample big enough?
     """
     from satkit.matrix.sat import build_matrix
@@ -38,7 +41,10 @@ def matrix(
     from satkit.io.tables import read_table, write_table
 
     c.set_quiet(quiet)
-    check_outputs({"-o": output, "--long": long}, [*tables, *(per_sample or [])])
+    from satkit.cli.cluster import check_plot_path
+
+    check_outputs({"-o": output, "--long": long, "--plot": plot}, [*tables, *(per_sample or [])])
+    check_plot_path(plot, "--plot")
     if tables.count("-") > 1:
         c.fail("stdin (-) can be given only once")
     if ci is not None and (not per_sample or long is None):
@@ -56,5 +62,9 @@ def matrix(
     write_table(m.frame(), output)
     if long is not None:
         write_table(m.long, long)
+    if plot is not None:
+        from satkit.analysis.heatmap import plot_sat_heatmap
+
+        plot_sat_heatmap(m.names, m.values, plot, eps_s=eps_s)
     if show and not c.STATE.quiet and output != "-":
         render_matrix(m.names, m.values, c.err_console)

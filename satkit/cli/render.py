@@ -1,4 +1,4 @@
-"""Rich rendering of matrices (human output, stderr)."""
+"""Rich rendering of matrices (human output, stderr; full width and plain off a terminal)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import math
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from satkit.cli.common import print_table
 
 
 def _short(name: str) -> str:
@@ -32,4 +34,4 @@ def render_matrix(names: list[str], M: np.ndarray, console: Console, title: str 
             r, b = int(60 + 195 * x), int(255 - 195 * x)
             cells.append(f"[rgb({r},80,{b})]{v:.2f}[/]")
         t.add_row(_short(n), *cells)
-    console.print(t)
+    print_table(t, console)

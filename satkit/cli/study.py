@@ -10,6 +10,10 @@ import typer
 from satkit.cli import common as c
 
 
+_STAGE_LABELS = {"zoo": "train", "data": "data", "attack": "attack", "transfer": "transfer", "matrix": "matrix", "analysis": "analysis"}
+_STEPPED_STAGES = ("zoo", "analysis")
+
+
 def study(
     models: Optional[List[str]] = typer.Argument(None, help="Models to compare (default: the built-in digits zoo, `satkit zoo list`)."),
     out: Path = typer.Option(Path("satkit-study"), "--out", "-o", help="Study directory (created; reruns resume from what it holds)."),
@@ -17,13 +21,14 @@ def study(
     n: Optional[int] = c.NOpt,
     data_seed: int = c.DataSeedOpt,
     canvas: Optional[int] = c.CanvasOpt,
+    labels: Optional[str] = c.LabelsOpt,
     eps: Optional[str] = typer.Option(None, "--eps", help="L-infinity budget, pixel scale. Default: 0.1 for digits (see docs/study.md), 8/255 otherwise (the same in every command)."),
     steps: int = typer.Option(50, "--steps", help="PGD iterations (paper: 50)."),
     step_size: Optional[str] = typer.Option(None, "--step-size", help="Default 2.5*eps/steps."),
     seed: int = typer.Option(0, "--seed", help="Seed of the PGD random start."),
     storage: str = typer.Option("uint8", "--storage", help="Storage dtype of clean/adv images: uint8, float16 or float32."),
     eps_s: float = typer.Option(1.0, "--eps-s", help="SAT floor in percent (see satkit matrix)."),
-    batch_size: str = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
+    batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
     devices: Optional[str] = typer.Option(None, "--devices", help="Run jobs in parallel, one worker process per device, e.g. cuda:0,cuda:1 (same outputs as one device)."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Run each attack and each target's transfers as a Ray task: a cluster address (auto, ray://host:10001) or 'local'. Needs pip install 'satkit[ray]' and a study directory every node can see."),
@@ -79,7 +84,7 @@ def study(
         eps=c.parse_fraction(eps, "--eps") if eps else default_eps(data), steps=steps,
         step_size=c.parse_fraction(step_size, "--step-size") if step_size else None, seed=seed, storage=storage,
     )
-    cfg = StudyConfig.create(models, out, data=data, n=n, data_seed=data_seed, canvas=canvas, params=params,
+    cfg = StudyConfig.create(models, out, data=data, n=n, data_seed=data_seed, canvas=canvas, labels=labels, params=params,
                              batch_size=c.batch_size_value(batch_size), amp=amp, model_options=c.model_options(None, False, pretrained),
                              per_sample=per_sample, compile=compile_, eps_s=eps_s, k=k, ci=ci, analyses=analyses,
                              cluster_method=cluster_method)
@@ -107,14 +112,19 @@ def study(
         tasks: dict[tuple[str, str], int] = {}
 
         def on_event(ev):
-            key = (ev.stage, ev.model)
+            label = _STAGE_LABELS.get(ev.stage, ev.stage)
+            desc = f"{label:8s} {ev.model.removeprefix('digits/')}" + (" (done before)" if ev.skipped else "")
+            # zoo training and the analyses count their steps across models / parts: one bar each,
+            # naming the current step (a bar per step would stay unfinished at its step's count)
+            key = (ev.stage, "" if ev.stage in _STEPPED_STAGES else ev.model)
             if key not in tasks:
-                label = {"zoo": "train", "data": "data", "attack": "attack", "transfer": "transfer", "matrix": "matrix", "analysis": "analysis"}[ev.stage]
-                tasks[key] = p.add_task(f"{label:8s} {ev.model.removeprefix('digits/')}" + (" (done before)" if ev.skipped else ""), total=ev.total or None)
-            p.update(tasks[key], completed=ev.done, total=ev.total or None)
+                tasks[key] = p.add_task(desc, total=ev.total or None)
+            p.update(tasks[key], completed=ev.done, total=ev.total or None, description=desc)
 
         res = run_study(cfg, device=dev, executor=executor, shard=shard_, wait_for_lock=wait,
                         on_event=on_event, on_wait=c.info)
+        if not res.waiting:
+            c.complete_tasks(p)  # the study is done: a bar left short is work it skipped
     if res.waiting:
         c.info(f"shard {shard}: its share is done; waiting for other shards ({len(res.waiting)} outputs: "
                f"{', '.join(res.waiting[:3])}{', ...' if len(res.waiting) > 3 else ''}); run it again when they finish")
@@ -127,10 +137,10 @@ def study(
             from satkit.cli.cluster import cluster_table
             from satkit.cli.importance import importance_table
 
-            c.err_console.print(cluster_table(res.analysis.clusters, res.analysis.keywords))
+            c.print_table(cluster_table(res.analysis.clusters, res.analysis.keywords))
             imp = res.analysis.importance
             if imp is not None:
-                c.err_console.print(importance_table(imp))
+                c.print_table(importance_table(imp))
                 c.info(f"importance: held-out R^2 = {imp.r2_cv:.3f} ± {imp.r2_cv_std:.3f} over {imp.n_pairs} pairs")
             else:
                 c.warn(res.analysis.note)
@@ -143,4 +153,5 @@ def study(
             f"{res.attacks_run} attack(s) run, {res.attacks_skipped} reused; {res.transfer_evaluations} transfer "
             f"evaluation(s) run, {res.transfer_skipped} reused; {time.perf_counter() - t0:.1f} s"
             + (f" on {where}" if where else "") + f". Matrix: {out / 'sat.csv'}"
+            + (f"; report: {res.report}" if res.report is not None else "")
         )

@@ -14,12 +14,13 @@ def transfer(
     inputs: List[str] = typer.Argument(..., help="One or more TARGET models followed by one or more attack files (.safetensors written by satkit attack; - reads one from stdin)."),
     output: str = typer.Option("-", "--output", "-o", help="Transfer table (CSV; .parquet for Parquet); - for stdout."),
     per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="Also write per-sample outcomes here (.csv or .parquet)."),
-    batch_size: str = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
+    batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
     amp: str = c.AmpOpt,
     compile_: bool = c.CompileOpt,
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: evaluate only every n-th attack file starting at i (0-based), for job arrays; give all shards' tables to satkit matrix."),
     arch: Optional[str] = c.ArchOpt,
+    model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
     allow_pickle: bool = c.PickleOpt,
     pretrained: bool = c.PretrainedOpt,
     quiet: bool = c.QuietOpt,
@@ -62,12 +63,12 @@ def transfer(
         if not opened:
             c.info(f"shard {shard}: no attack file falls to this shard ({len(files)} files); nothing to do")
     dev = resolve_device(device)
-    opts = c.model_options(arch, allow_pickle, pretrained)
+    opts = c.model_options(arch, allow_pickle, pretrained, model_kwargs=model_kwargs)
     tables, samples = [], []
     with c.progress_bar() as p:
         for spec in targets if opened else []:
             o = evaluate_target(spec, opened, model_options=opts, device=dev, batch_size=bs, amp=amp, compile=compile_,
-                                per_sample=per_sample is not None, progress=c.task_callback(p, spec))
+                                per_sample=per_sample is not None, progress=c.task_callback(p, f"transfer {spec}"))
             tables.append(o.result.table())
             if per_sample is not None:
                 samples.append(o.result.per_sample_table())

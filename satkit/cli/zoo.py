@@ -33,7 +33,7 @@ def zoo_list() -> None:
                   arch.card.get("Base architecture", ""), str(w) if w else "[red]not trained[/red]")
     typer.echo(_plain_list())  # data (names) on stdout, the table on stderr
     if not c.STATE.quiet:
-        c.err_console.print(t)
+        c.print_table(t)
 
 
 def _plain_list() -> str:

@@ -5,8 +5,13 @@
 - a directory: one sub-folder per class (ImageNet val layout); sorted folder names
   are the class indices; images are decoded, resized (shorter side to
   canvas / crop_pct, bicubic, antialiased) and center-cropped once to the canvas.
-- a ``.safetensors`` file: a satkit data file (``images`` + ``labels`` [+ ``ids``]),
-  or a satkit attack/logits file, whose clean set is reused exactly.
+- a directory of images with a labels file (``labels=``, CLI ``--labels``): ImageNet val
+  as distributed (a flat folder of ``ILSVRC2012_val_*.JPEG`` and Kaggle's
+  ``LOC_val_solution.csv``, or a ``filename,label`` file); synset ids become the
+  indices of the 1,000 sorted ImageNet-1k synsets, timm's class order.
+- a ``.safetensors`` file: a data file (``images`` + ``labels`` [+ ``ids``], with satkit
+  metadata or a plain file saved with ``safetensors.torch.save_file``), or a satkit
+  attack/logits file, whose clean set is reused exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from satkit.data.base import CleanSet, stratified_sample
-from satkit.data.stream import FolderImages, open_folder
+from satkit.data.stream import FolderImages, open_flat_folder, open_folder
 from satkit.errors import DataError, InputFileError, ParameterError
 
 DIGITS_CANVAS = 16
@@ -68,7 +73,8 @@ def load_digits_set(split: str = "test", canvas: int | None = None, n: int | Non
 def load_tensor_file(path: Path, n: int | None, seed: int) -> CleanSet:
     from satkit.io.tensorfile import read_satkit_file
 
-    f = read_satkit_file(path, ("satkit.data", "satkit.attack", "satkit.logits"))
+    # a plain safetensors file (no satkit metadata) is read as a data file, and verified as one
+    f = read_satkit_file(path, ("satkit.data", "satkit.attack", "satkit.logits"), plain="satkit.data")
     if f.format == "satkit.data":
         images, labels = f.get("images"), f.get("labels")
         ids = f.get("ids") if "ids" in f.keys else torch.arange(len(labels), dtype=torch.int64)
@@ -98,7 +104,8 @@ def load_tensor_file(path: Path, n: int | None, seed: int) -> CleanSet:
     )
 
 
-def open_data(spec: str, canvas: int | None = None, n: int | None = None, seed: int = 0) -> CleanSet | FolderImages:
+def open_data(spec: str, canvas: int | None = None, n: int | None = None, seed: int = 0,
+              labels: str | None = None) -> CleanSet | FolderImages:
     """Like :func:`load_data`, but an image folder comes back listed and sampled, not decoded.
 
     Decode it with ``.load()`` or, to decode while computing, ``with src.stream() as s:``
@@ -110,6 +117,8 @@ def open_data(spec: str, canvas: int | None = None, n: int | None = None, seed: 
     if canvas is not None and canvas <= 0:
         raise ParameterError(f"--canvas must be positive, got {canvas}")
     s = spec.strip()
+    if labels is not None and (is_digits(s) or Path(os.path.expanduser(s)).is_file()):
+        raise ParameterError(f"--labels {labels}: labels go with a flat image folder (--data DIR); '{spec}' is not a folder")
     if s == "digits" or s.startswith("digits:"):
         split = s.split(":", 1)[1] if ":" in s else "test"
         return load_digits_set(split, canvas, n, seed)
@@ -117,15 +126,18 @@ def open_data(spec: str, canvas: int | None = None, n: int | None = None, seed: 
     if not p.exists():
         raise DataError(f"data source '{spec}' not found: give 'digits', an image folder or a .safetensors file")
     if p.is_dir():
+        if labels is not None:
+            return open_flat_folder(p, Path(os.path.expanduser(labels)), canvas, n, seed)
         return open_folder(p, canvas, n, seed)
     if p.suffix == ".safetensors":
         return load_tensor_file(p, n, seed)
     raise InputFileError(f"{p}: unsupported data file; use an image folder or a satkit .safetensors file")
 
 
-def load_data(spec: str, canvas: int | None = None, n: int | None = None, seed: int = 0) -> CleanSet:
-    """Resolve a ``--data`` value (see module docstring)."""
-    src = open_data(spec, canvas, n, seed)
+def load_data(spec: str, canvas: int | None = None, n: int | None = None, seed: int = 0,
+              labels: str | None = None) -> CleanSet:
+    """Resolve a ``--data`` value (and ``--labels`` for a flat folder; see module docstring)."""
+    src = open_data(spec, canvas, n, seed, labels)
     return src.load() if isinstance(src, FolderImages) else src
 
 
@@ -147,20 +159,24 @@ def default_eps(spec: str) -> float:
 
 @dataclass(frozen=True)
 class DataRequest:
-    """A clean set as the user names it (``--data``, ``--n``, ``--data-seed``, ``--canvas``); picklable."""
+    """A clean set as the user names it (``--data``, ``--n``, ``--data-seed``, ``--canvas``, ``--labels``); picklable."""
 
     source: str = "digits"
     n: int | None = None
     seed: int = 0
     canvas: int | None = None
+    labels: str | None = None  # labels file of a flat image folder
 
     def load(self) -> CleanSet:
-        return load_data(self.source, canvas=self.canvas, n=self.n, seed=self.seed)
+        return load_data(self.source, canvas=self.canvas, n=self.n, seed=self.seed, labels=self.labels)
 
     def open(self) -> CleanSet | FolderImages:
-        return open_data(self.source, canvas=self.canvas, n=self.n, seed=self.seed)
+        return open_data(self.source, canvas=self.canvas, n=self.n, seed=self.seed, labels=self.labels)
 
     def local_file(self) -> Path | None:
-        """The data file, when the source is one (an input that outputs must never replace)."""
+        """The input file of the request (an input that outputs must never replace): the data
+        file, or a folder's labels file."""
+        if self.labels is not None:
+            return Path(os.path.expanduser(self.labels))
         p = Path(os.path.expanduser(self.source))
         return p if not is_digits(self.source) and p.is_file() else None

@@ -17,7 +17,9 @@ raises, when the batch holding the bad image is asked for; leaving the stream's
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import threading
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,10 +41,17 @@ class StreamClosed(RuntimeError):
     """Rows asked for after the stream was closed, before they were decoded."""
 
 
+def _images_in(d: Path) -> list[Path]:
+    return sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+
+
 def list_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
     """Image files (sorted by class folder, then name), their class indices and the class names."""
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
+        if _images_in(root):
+            raise DataError(f"{root}: images but no class sub-folders; for a flat folder of images (ImageNet val as "
+                            "distributed) give their labels with --labels FILE (LOC_val_solution.csv or filename,label)")
         raise DataError(f"{root}: no class sub-folders; expected one sub-folder per class (ImageNet val layout)")
     files: list[Path] = []
     labels: list[int] = []
@@ -54,6 +63,153 @@ def list_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
     if not files:
         raise DataError(f"{root}: {len(classes)} class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files, np.asarray(labels, dtype=np.int64), classes
+
+
+# ---------------------------------------------------------------- flat folder + labels file
+
+_SYNSET = re.compile(r"n[0-9]{8}")
+
+
+def imagenet_synsets() -> list[str]:
+    """The 1,000 ImageNet-1k synset ids, sorted: index i is class i of timm's ImageNet models."""
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo("imagenet-1k").label_names())
+
+
+@dataclass
+class LabelsFile:
+    """A labels file read: image name (as written, with or without extension) -> class index."""
+
+    path: Path
+    labels: dict[str, int]
+    num_classes: int
+    class_names: list[str]
+    kind: str  # "synsets" (ImageNet synset ids) or "indices" (integer class indices)
+
+
+def read_labels_file(path: Path) -> LabelsFile:
+    """Read a labels file for a flat image folder; a one-line :class:`DataError` on anything wrong.
+
+    Accepted, one image per line (a header line is skipped):
+
+    - Kaggle's ``LOC_val_solution.csv``: ``ImageId,PredictionString`` where the prediction
+      string starts with the synset id (``n01751748 64 80 371 363 ...``);
+    - ``filename,label`` (CSV) or ``filename label`` (whitespace, e.g. Caffe's ``val.txt``)
+      with an integer class index or a synset id as the label.
+
+    Synset ids map to their index among the 1,000 sorted ImageNet-1k synsets, the class
+    order of timm's ImageNet models (a file that names only some synsets still gets the
+    full 1,000-class numbering).
+    """
+    if not path.is_file():
+        raise DataError(f"labels file {path} not found" if not path.exists() else f"{path}: --labels must be a file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the labels file ({' '.join(str(e).split())[:120]})") from None
+    rows: list[tuple[int, str, str]] = []  # (line number, image name, first token of the label)
+    first = True
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        cells = next(csv.reader([line])) if "," in line else line.split(None, 1)
+        if len(cells) != 2 or not cells[0].strip() or not cells[1].strip():
+            raise DataError(f"{path} line {lineno}: expected 'image,label' (two fields), got {line[:80]!r}")
+        name, label = cells[0].strip(), cells[1].split()[0]
+        header, first = first and not _SYNSET.fullmatch(label) and not _is_int(label), False
+        if not header:  # the first line may name the columns (ImageId,PredictionString / filename,label)
+            rows.append((lineno, name, label))
+    if not rows:
+        raise DataError(f"{path}: no labels in the file; expected lines 'image,label'")
+    kinds = {"synsets" if _SYNSET.fullmatch(lab) else "indices" for _, _, lab in rows}
+    if len(kinds) > 1:
+        raise DataError(f"{path}: mixes synset ids and integer class indices; use one kind of label")
+    kind = kinds.pop()
+    labels: dict[str, int] = {}
+    if kind == "synsets":
+        synsets = imagenet_synsets()
+        index = {s: i for i, s in enumerate(synsets)}
+        class_names = synsets
+    for lineno, name, lab in rows:
+        if kind == "synsets":
+            if lab not in index:
+                raise DataError(f"{path} line {lineno}: unknown synset '{lab}' (not one of the 1,000 ImageNet-1k classes)")
+            value = index[lab]
+        else:
+            if not _is_int(lab) or int(lab) < 0:
+                raise DataError(f"{path} line {lineno}: label '{lab}' is neither a class index (integer >= 0) nor a synset id")
+            value = int(lab)
+        if name in labels:
+            raise DataError(f"{path} line {lineno}: image '{name}' is labelled twice")
+        labels[name] = value
+    if kind == "indices":
+        num_classes = max(labels.values()) + 1
+        class_names = [str(i) for i in range(num_classes)]
+    return LabelsFile(path=path, labels=labels, num_classes=len(class_names) if kind == "synsets" else num_classes,
+                      class_names=class_names, kind=kind)
+
+
+def _is_int(s: str) -> bool:
+    return s.isascii() and s.isdigit()
+
+
+def list_flat_folder(root: Path, labels_path: Path) -> tuple[list[Path], np.ndarray, LabelsFile]:
+    """Images directly in ``root`` (sorted by name) and their class indices from the labels file.
+
+    Every image needs a label and every label an image (a file names an image by its file
+    name or its stem, as LOC_val_solution.csv does); anything else is a one-line DataError.
+    """
+    lf = read_labels_file(labels_path)
+    files = _images_in(root)
+    if not files:
+        sub = any(p.is_dir() for p in root.iterdir())
+        hint = "; it has sub-folders: for one sub-folder per class drop --labels" if sub else ""
+        raise DataError(f"{root}: no images directly in the folder ({', '.join(sorted(IMAGE_SUFFIXES))}){hint}")
+    by_stem: dict[str, Path] = {}
+    for f in files:
+        if f.stem in by_stem:
+            raise DataError(f"{root}: {by_stem[f.stem].name} and {f.name} share the name '{f.stem}'; a labels file cannot tell them apart")
+        by_stem[f.stem] = f
+    labels = np.empty(len(files), dtype=np.int64)
+    used: set[str] = set()
+    unlabelled: list[Path] = []
+    for i, f in enumerate(files):
+        key = f.name if f.name in lf.labels else f.stem if f.stem in lf.labels else None
+        if key is None:
+            unlabelled.append(f)
+            continue
+        labels[i] = lf.labels[key]
+        used.add(key)
+    if unlabelled:
+        more = f" and {len(unlabelled) - 1} more" if len(unlabelled) > 1 else ""
+        raise DataError(f"{unlabelled[0]}{more}: no label in {labels_path}; the labels file must name every image of the folder")
+    missing = [k for k in lf.labels if k not in used]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataError(f"{labels_path} names image '{missing[0]}'{more}, not in {root}; "
+                        "give a labels file for exactly the images of the folder")
+    return files, labels, lf
+
+
+def open_flat_folder(root: Path, labels_path: Path, canvas: int | None, n: int | None, seed: int,
+                     channels: int = 3) -> FolderImages:
+    """A flat folder with a labels file, listed and sampled like a class-folder tree (nothing is decoded yet)."""
+    size = canvas or DEFAULT_FOLDER_CANVAS
+    files, labels, lf = list_flat_folder(root, labels_path)
+    sel = stratified_sample(labels, n, seed)
+    return FolderImages(
+        files=[files[i] for i in sel],
+        labels=torch.from_numpy(labels[sel]),
+        ids=torch.from_numpy(sel.astype(np.int64)),
+        source=str(root),
+        num_classes=lf.num_classes,
+        class_names=lf.class_names,
+        info={"kind": "folder", "canvas": size, "n": n, "seed": seed, "files": len(files), "labels": str(labels_path)},
+        size=size,
+        channels=channels,
+    )
 
 
 def decode_resize_into(out: np.ndarray, path: Path, canvas: int, channels: int = 3, crop_pct: float = DEFAULT_CROP_PCT) -> None:

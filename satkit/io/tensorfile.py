@@ -69,6 +69,7 @@ class SatkitFile:
     version: int
     provenance: dict[str, Any]
     keys: list[str] = field(default_factory=list)
+    plain: bool = False  # a plain safetensors file (no satkit metadata) read as ``format``
 
     def get(self, name: str) -> torch.Tensor:
         if name not in self.keys:
@@ -125,13 +126,17 @@ def canonicalize_header(path: str | os.PathLike) -> None:
         fh.write(new + b" " * (n - len(new)))
 
 
-def read_satkit_file(path: str | os.PathLike, expected: str | tuple[str, ...], verify: bool = True) -> SatkitFile:
+def read_satkit_file(path: str | os.PathLike, expected: str | tuple[str, ...], verify: bool = True,
+                     plain: str | None = None) -> SatkitFile:
     """Open a satkit file, checking it exists, parses, and has the expected format and version.
 
     With ``verify`` (the default) the file is also checked against itself
     (:mod:`satkit.io.verify`: dtypes, shapes, pixel ranges, the eps bound, the
     data fingerprint, ...) before anything uses its tensors. ``verify=False`` is
     for callers that only read provenance to decide whether a file is current.
+    ``plain``: a format (one of ``expected``) that a safetensors file without satkit
+    metadata is read as, with empty provenance (``satkit.data``: tensors a user saved
+    with ``safetensors.torch.save_file``); it is verified all the same.
     """
     expected_t = (expected,) if isinstance(expected, str) else tuple(expected)
     what = " or ".join(e.split(".")[1] for e in expected_t)
@@ -153,6 +158,13 @@ def read_satkit_file(path: str | os.PathLike, expected: str | tuple[str, ...], v
             f"{p}: not a readable safetensors file ({_one_line(e)}); it may be truncated or of another format"
         ) from None
     fmt = meta.get("format")
+    if fmt is None and plain is not None and plain in expected_t:
+        sf = SatkitFile(path=p, format=plain, version=FORMAT_VERSIONS[plain], provenance={}, keys=keys, plain=True)
+        if verify:
+            from satkit.io.verify import verify_file
+
+            verify_file(sf)
+        return sf
     if fmt is None or not fmt.startswith("satkit."):
         raise InputFileError(
             f"{p}: a safetensors file but not one satkit wrote (no satkit format metadata); expected a satkit {what} file"

@@ -73,10 +73,21 @@ def verify_logits(f: SatkitFile) -> None:
         _check_logits(t, f.provenance, _Fail(str(f.path), InputFileError, "remake it with `satkit logits`"))
 
 
+# what a data file must hold, for the message about a plain safetensors file that does not
+_DATA_TENSORS = "a data file holds 'images' (N, C, H, W; uint8, or float in [0, 1]), 'labels' (N,) and optionally 'ids' (N,)"
+
+
 def verify_data(f: SatkitFile) -> None:
     """Check a ``satkit.data`` file: images uint8 or finite float in [0, 1], labels integers >= 0, unique ids."""
+    todo = _DATA_TENSORS if f.plain else "rewrite the data file"
     with _file_tensors(f) as t:
-        _check_data(t, f.provenance, _Fail(str(f.path), DataError, "rewrite the data file"))
+        if f.plain:
+            absent = [k for k in ("images", "labels") if not t.has(k)]
+            if absent:
+                held = ", ".join(sorted(f.keys)[:5]) + (", ..." if len(f.keys) > 5 else "") or "no tensors"
+                raise DataError(f"{f.path}: a safetensors file without satkit metadata, read as a data file, but "
+                                f"tensor '{absent[0]}' is missing (it holds {held}); {_DATA_TENSORS}")
+        _check_data(t, f.provenance, _Fail(str(f.path), DataError, todo))
 
 
 VERIFIERS: dict[str, Callable[[SatkitFile], None]] = {
@@ -434,6 +445,10 @@ def _check_data(t: Any, prov: Any, fail: _Fail) -> None:
         nested = _optional_classes(_section(prov, "data", fail), "data.num_classes", fail)
         classes = nested if nested is not None else classes
     _require(t, ("images", "labels"), fail)
+    shape = t.shape("images")
+    if len(shape) == 4 and shape[1] not in (1, 3, 4) and shape[3] in (1, 3, 4):
+        raise fail(f"tensor 'images' has shape {list(shape)}, which looks like (N, H, W, C); "
+                   "store (N, C, H, W), e.g. images.permute(0, 3, 1, 2).contiguous()")
     n = _check_images(t, "images", None, fail)[0]
     _expect_dtype(t, "labels", _INT_DTYPES, fail)
     _expect_rows(t, ("labels",), n, fail)

@@ -10,6 +10,9 @@
 
 Never larger than the number of images. The chosen number is recorded in the
 attack file's provenance like any other batch size.
+
+Without ``--batch-size`` every command takes :func:`default_batch_size`: ``auto``
+on CUDA (a fixed 128 leaves small models launch-bound there), 128 elsewhere.
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ CUDA_MEMORY_FRACTION = 0.85
 CPU_SPEED_TOLERANCE = 0.10
 CUDA_MAX = 4096
 CPU_MAX = 128
+FIXED_DEFAULT = 128
+
+
+def default_batch_size(device: torch.device | str, *, fixed: bool = False) -> int | str:
+    """The batch size of every command run without ``--batch-size``, on ``device``.
+
+    ``auto`` on CUDA, ``FIXED_DEFAULT`` elsewhere (on CPU the probe's choice barely
+    changes the speed, and a fixed number keeps CPU files identical from machine to
+    machine). ``fixed``: a number on every device (shards must cut the data alike
+    wherever they run).
+    """
+    return "auto" if torch.device(device).type == "cuda" and not fixed else FIXED_DEFAULT
 
 
 def parse_batch_size(value: str | int) -> int | str:
@@ -73,18 +88,21 @@ def fastest_small(seconds: Callable[[int], float], candidates: list[int], tolera
     return min(b for b, s in speed.items() if s >= (1 - tolerance) * best)
 
 
-def resolve_batch_size(value: int | str, model, sample: torch.Tensor, *, kind: str, n: int, amp: str = "off") -> int:
-    """``value`` if it is a number, else the automatic choice for ``model`` on its device.
+def resolve_batch_size(value: int | str | None, model, sample: torch.Tensor, *, kind: str, n: int, amp: str = "off") -> int:
+    """``value`` if it is a number, else the automatic choice for ``model`` on its device
+    (None: :func:`default_batch_size` of that device).
 
     ``sample`` is one stored image (uint8 or float, (1, C, H, W)); ``kind`` is
     ``attack`` (forward + backward) or ``transfer`` (inference only); ``n`` the number of images.
     """
+    if value is None:
+        value = default_batch_size(model.device)
     if not isinstance(value, str):
         return int(value)
     if value != "auto":
         return int(parse_batch_size(value))
+    from satkit.devices import model_numerics, resolve_amp
     from satkit.io.pixels import as_float
-    from satkit.devices import resolve_amp
 
     net = model.module
     device = model.device
@@ -94,15 +112,16 @@ def resolve_batch_size(value: int | str, model, sample: torch.Tensor, *, kind: s
 
     def run(b: int) -> None:
         x = x1.expand(b, *x1.shape[1:]).contiguous()
-        ctx = model.autocast(amp_dtype)
-        if kind == "attack":
-            x.requires_grad_(True)
-            with ctx:
-                loss = torch.nn.functional.cross_entropy(net(x).float(), y1.expand(b))
-            torch.autograd.grad(loss, x)
-        else:
-            with torch.inference_mode(), ctx:
-                net(x)
+        # the kernels (and their workspaces) of the real run: the same numerics mode
+        with model_numerics(device, amp), model.autocast(amp_dtype):
+            if kind == "attack":
+                x.requires_grad_(True)
+                # the attack's loss (satkit.attacks.pgd.summed_ce, a layer up)
+                loss = -torch.log_softmax(net(x).float(), dim=1).gather(1, y1.expand(b).view(-1, 1)).sum()
+                torch.autograd.grad(loss, x)
+            else:
+                with torch.inference_mode():
+                    net(x)
 
     if device.type == "cuda":
         def peak(b: int) -> int:

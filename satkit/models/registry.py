@@ -10,8 +10,13 @@ Spec forms (first match wins):
 - a path ending in ``.pt``/``.pth``/``.ts``: TorchScript; or, with ``arch``, a
   plain state dict loaded with ``weights_only=True``; a pickled full model only
   with ``allow_pickle=True`` (unpickling runs code from the file).
+- ``hf-hub:<org>/<repo>``: a timm model on the Hugging Face hub (``hf-hub:timm/resnet18.a1_in1k``),
+  its config and weights from the local Hugging Face cache or the hub.
 - anything else: a timm name with optional weights tag (``resnet50.a1_in1k``),
   pretrained weights by default.
+
+``model_kwargs`` (CLI ``--model-kwargs``) are passed to ``timm.create_model``, so weights of
+a timm model built with non-default arguments (``in_chans=1``, ``num_classes=10``) load.
 
 Models whose preprocessing timm cannot tell (TorchScript, export, pickles) take
 ``[0, 1]`` pixels at the canvas size unless mean/std/input size are given.
@@ -23,7 +28,7 @@ import contextlib
 import os
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,10 @@ class ModelOptions:
     input_size: tuple[int, int, int] | None = None
     interpolation: str | None = None
     name: str | None = None  # display name override
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
+
+
+HF_HUB_PREFIX = "hf-hub:"
 
 
 def model_display_name(spec: str, opts: ModelOptions | None = None) -> str:
@@ -84,6 +93,8 @@ def expected_weights_id(spec: str, opts: ModelOptions | None = None) -> str | No
             return "sha256:" + file_sha256(p)[:16] if p.is_file() else None
         if not opts.pretrained:
             return "random-init"
+        if s.startswith(HF_HUB_PREFIX):
+            return s
         import timm.models
 
         cfg = timm.models.get_pretrained_cfg(s)
@@ -93,6 +104,8 @@ def expected_weights_id(spec: str, opts: ModelOptions | None = None) -> str | No
 
 
 def _looks_like_path(s: str) -> bool:
+    if s.startswith(HF_HUB_PREFIX):  # hub names hold a "/" but name no file
+        return False
     return s.endswith((".safetensors", ".pt", ".pt2", ".pth", ".ts", ".bin")) or os.sep in s or s.startswith(".")
 
 
@@ -161,7 +174,24 @@ def _timm_data_config(model: nn.Module, opts: ModelOptions) -> DataConfig:
     import timm.data
 
     cfg = DataConfig.from_timm(timm.data.resolve_model_data_config(model))
+    chans = opts.model_kwargs.get("in_chans")
+    if isinstance(chans, int) and not isinstance(chans, bool) and chans >= 1 and chans != cfg.input_size[0]:
+        # timm's data config keeps the pretrained RGB entries whatever in_chans the model was built
+        # with: take the channel count from the model, and mean/std averaged over RGB for each channel
+        cfg = DataConfig(input_size=(chans, *cfg.input_size[1:]), mean=_per_channel(cfg.mean, chans),  # type: ignore[arg-type]
+                         std=_per_channel(cfg.std, chans), interpolation=cfg.interpolation)
     return _override_cfg(cfg, opts)
+
+
+def _per_channel(values: tuple[float, ...], chans: int) -> tuple[float, ...]:
+    return (sum(values) / len(values),) * chans
+
+
+def _wrap(model: nn.Module, cfg: DataConfig, name: str) -> ClassifierWrapper:
+    try:
+        return ClassifierWrapper(model, cfg)
+    except ValueError as e:  # mean/std that do not fit the channel count (--mean/--std/--input-size)
+        raise ModelError(f"{name}: {e}; give --mean and --std with one value per input channel") from None
 
 
 def _override_cfg(cfg: DataConfig, opts: ModelOptions) -> DataConfig:
@@ -176,6 +206,10 @@ def _override_cfg(cfg: DataConfig, opts: ModelOptions) -> DataConfig:
 def _check_timm_name(name: str) -> None:
     import timm
 
+    if name.startswith(HF_HUB_PREFIX):
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?", name.removeprefix(HF_HUB_PREFIX)):
+            raise ModelError(f"'{name}': a hub name is hf-hub:ORG/REPO, e.g. hf-hub:timm/resnet18.a1_in1k")
+        return
     arch = name.split(".", 1)[0]
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch[:6]}*")[:5] if len(arch) >= 3 else []
@@ -187,18 +221,30 @@ def _load_timm(name: str, opts: ModelOptions) -> LoadedModel:
     import timm
 
     _check_timm_name(name)
+    hub = name.startswith(HF_HUB_PREFIX)
+    if opts.model_kwargs and opts.pretrained:
+        raise ModelError(
+            f"--model-kwargs changes the architecture, and the pretrained weights of '{name}' fit its defaults: "
+            f"pass weights made with these arguments as a file with --arch, or use --random-init"
+        )
     kwargs: dict[str, Any] = {}
     if opts.num_classes:
         kwargs["num_classes"] = opts.num_classes
+    kwargs.update(opts.model_kwargs)
     try:
-        with _quiet(), _offline_if_unreachable(opts.pretrained):
+        # a hub name needs the hub (or its cache) even for random init: its config.json names the architecture
+        with _quiet(), _offline_if_unreachable(opts.pretrained or hub):
             model = timm.create_model(name, pretrained=opts.pretrained, **kwargs)
+    except TypeError as e:  # an argument the architecture does not take
+        raise ModelError(f"cannot build timm model '{name}' with --model-kwargs {_kwargs_text(opts.model_kwargs)} ({_short(e)})") from None
     except RuntimeError as e:
         msg = str(e)
         if "pretrained" in msg.lower() and "tag" in msg.lower():
             raise ModelError(f"'{name}': unknown weights tag ({_short(e)}); see timm.list_pretrained('{name.split('.')[0]}*')") from None
         raise ModelError(f"cannot build timm model '{name}' ({_short(e)})") from None
     except Exception as e:  # network errors come in many types (OSError, HF hub errors, ...)
+        if hub:
+            raise ModelError(_hub_unreachable(name)) from None
         if opts.pretrained:
             raise ModelError(
                 f"pretrained weights for '{name}' cannot be downloaded (offline?): download them where there is "
@@ -208,9 +254,39 @@ def _load_timm(name: str, opts: ModelOptions) -> LoadedModel:
     cfg = _timm_data_config(model, opts)
     tag = getattr(model, "pretrained_cfg", {}).get("tag") if opts.pretrained else None
     arch = name.split(".", 1)[0]
-    weights_id = f"timm:{arch}.{tag}" if tag else (f"timm:{name}" if opts.pretrained else "random-init")
+    if hub:
+        weights_id = name if opts.pretrained else "random-init"
+    else:
+        weights_id = f"timm:{arch}.{tag}" if tag else (f"timm:{name}" if opts.pretrained else "random-init")
     nc = int(getattr(model, "num_classes", 0) or 0)
-    return LoadedModel(name=name, spec=name, module=ClassifierWrapper(model, cfg), num_classes=nc, weights_id=weights_id, kind="timm")
+    extra = {"model_kwargs": dict(opts.model_kwargs)} if opts.model_kwargs else {}
+    return LoadedModel(name=name, spec=name, module=_wrap(model, cfg, name), num_classes=nc, weights_id=weights_id,
+                       kind="timm", extra=extra)
+
+
+def _hub_unreachable(name: str) -> str:
+    """The one-line answer to a hub model that is neither in the local cache nor downloadable."""
+    repo = name.removeprefix(HF_HUB_PREFIX).split("@", 1)[0]
+    try:
+        import huggingface_hub.constants as hc
+
+        cache = Path(hc.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
+    except ImportError:
+        cache = Path("~/.cache/huggingface/hub") / ("models--" + repo.replace("/", "--"))
+    org, _, rest = repo.partition("/")
+    timm_repo = org == "timm"  # timm's own repos are named <architecture>.<weights tag>
+    arch = rest.split(".", 1)[0] if timm_repo else "ARCH"
+    return (
+        f"'{name}' is not in the local Hugging Face cache and the hub cannot be reached (offline?): fetch its "
+        f"config.json and model.safetensors into {cache} (where there is network: `hf download {repo} config.json "
+        f"model.safetensors`, then copy that folder here), or download https://huggingface.co/{repo}/resolve/main/model.safetensors "
+        f"and pass the file: `satkit ... model.safetensors --arch {arch}`"
+        + ("" if timm_repo else ", ARCH being the 'architecture' named in its config.json")
+    )
+
+
+def _kwargs_text(kwargs: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in kwargs.items())
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -274,44 +350,84 @@ def _infer_num_classes(model: nn.Module, sd: dict[str, torch.Tensor]) -> int | N
     return None
 
 
-def _build_arch(arch: str, num_classes: int | None) -> tuple[nn.Module, DataConfig | None, str]:
+def _build_arch(arch: str, num_classes: int | None, model_kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, DataConfig | None, str]:
     """(module, zoo data config or None for timm, kind) for --arch."""
     if arch.startswith(ZOO_PREFIX):
+        if model_kwargs:
+            raise ModelError(f"--model-kwargs: {arch} is a zoo architecture and takes no arguments; they are for timm architectures")
         from satkit.models import zoo
 
         module, cfg, _ = zoo.build_zoo_module(arch.removeprefix(ZOO_PREFIX))
         return module, cfg, "zoo-arch"
     import timm
 
+    if arch.startswith(HF_HUB_PREFIX):
+        raise ModelError(f"--arch {arch}: give the timm architecture the hub model is built on (e.g. resnet18), not a hub name")
     _check_timm_name(arch)
-    kw = {"num_classes": num_classes} if num_classes else {}
+    kw: dict[str, Any] = {"num_classes": num_classes} if num_classes else {}
+    kw.update(model_kwargs or {})
     try:
         with _quiet():
             return timm.create_model(arch.split(".", 1)[0], pretrained=False, **kw), None, "timm-arch"
     except Exception as e:
-        raise ModelError(f"cannot build architecture '{arch}' ({_short(e)})") from None
+        given = f" with --model-kwargs {_kwargs_text(model_kwargs)}" if model_kwargs else ""
+        raise ModelError(f"cannot build architecture '{arch}'{given} ({_short(e)})") from None
 
 
 def _load_state_dict_file(p: Path, spec: str, opts: ModelOptions, safetensors: bool) -> LoadedModel:
     if not opts.arch:
         raise ModelError(f"{p} holds weights only; say which architecture with --arch (a timm name or digits/<arch>)")
     sd = _read_state_dict(p, safetensors)
-    model, cfg, kind = _build_arch(opts.arch, opts.num_classes)
-    if cfg is None:  # timm: rebuild with the head size stored in the file
+    kwargs = dict(opts.model_kwargs)
+    model, cfg, kind = _build_arch(opts.arch, opts.num_classes, kwargs)
+    if cfg is None and "num_classes" not in kwargs:  # timm: rebuild with the head size stored in the file
         nc = opts.num_classes or _infer_num_classes(model, sd)
         if nc and nc != getattr(model, "num_classes", nc):
-            model, _, _ = _build_arch(opts.arch, nc)
+            model, _, _ = _build_arch(opts.arch, nc, kwargs)
+    mismatch = _state_dict_mismatch(model, sd)
+    if mismatch:
+        given = f" --model-kwargs {_kwargs_text(kwargs)}" if kwargs else ""
+        raise ModelError(f"{p}: state dict does not fit --arch {opts.arch}{given}: {mismatch}")
     try:
         model.load_state_dict(sd, strict=True)
     except Exception as e:
         raise ModelError(f"{p}: state dict does not fit --arch {opts.arch} ({_short(e)})") from None
     cfg = _override_cfg(cfg, opts) if cfg is not None else _timm_data_config(model, opts)
     nc = int(getattr(model, "num_classes", 0) or opts.num_classes or 0) or 10
+    extra: dict[str, Any] = {"arch": opts.arch}
+    if kwargs:
+        extra["model_kwargs"] = kwargs
     return LoadedModel(
-        name=model_display_name(spec, opts), spec=spec, module=ClassifierWrapper(model, cfg), num_classes=nc,
+        name=model_display_name(spec, opts), spec=spec, module=_wrap(model, cfg, str(p)), num_classes=nc,
         weights_id="sha256:" + file_sha256(p)[:16], kind="safetensors" if safetensors else "state-dict",
-        extra={"arch": opts.arch},
+        extra=extra,
     )
+
+
+def _state_dict_mismatch(model: nn.Module, sd: dict[str, torch.Tensor]) -> str | None:
+    """Why ``sd`` does not load into ``model``, as a complete clause naming the first key; None if it fits."""
+    own = model.state_dict()
+    for k, v in own.items():
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape):
+            n = sum(1 for j, w in own.items() if j in sd and tuple(sd[j].shape) != tuple(w.shape))
+            more = f" (and {n - 1} more key(s))" if n > 1 else ""
+            hint = ""
+            first_conv = next((j for j, w in own.items() if w.ndim == 4), None)
+            if k == first_conv and sd[k].shape[0] == v.shape[0] and sd[k].shape[1] != v.shape[1]:
+                hint = f"; the weights take {sd[k].shape[1]} input channel(s): add --model-kwargs in_chans={sd[k].shape[1]}"
+            else:
+                hint = "; build the architecture as the weights were made: --model-kwargs NAME=VALUE,... (timm.create_model arguments)"
+            return (f"'{k}' has shape {list(sd[k].shape)} in the file but {list(v.shape)} in the model{more}{hint}")
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} key(s) of the model are not in the file (first: '{missing[0]}')")
+        if unexpected:
+            parts.append(f"{len(unexpected)} key(s) of the file are not in the model (first: '{unexpected[0]}')")
+        return " and ".join(parts) + "; check --arch and --model-kwargs"
+    return None
 
 
 def _read_state_dict(p: Path, safetensors: bool) -> dict[str, torch.Tensor]:
@@ -361,12 +477,14 @@ class _PassThroughWrapper(ClassifierWrapper):
     def __init__(self, model: nn.Module, cfg: DataConfig, opts: ModelOptions):
         super().__init__(model, cfg)
         self._opts = opts
+        self._normalize = bool(opts.mean or opts.std)
+        # buffers move with the module: a forward never builds a tensor from Python numbers (a host sync on a GPU)
+        self.register_buffer("_mean", torch.tensor(opts.mean or (0.0,), dtype=torch.float32).reshape(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(opts.std or (1.0,), dtype=torch.float32).reshape(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._opts.mean or self._opts.std:
-            mean = torch.tensor(self._opts.mean or (0.0,), device=x.device, dtype=x.dtype).reshape(1, -1, 1, 1)
-            std = torch.tensor(self._opts.std or (1.0,), device=x.device, dtype=x.dtype).reshape(1, -1, 1, 1)
-            x = (x - mean) / std
+        if self._normalize:
+            x = (x - self._mean.to(x.dtype)) / self._std.to(x.dtype)
         return self.model(x)
 
 
@@ -447,9 +565,16 @@ def prepare_model(lm: LoadedModel, *, compile: bool = False) -> LoadedModel:
 
     Compilation happens on the first batch (tens of seconds for a ResNet on CPU,
     and again for a smaller last batch); it pays off on GPUs with long attacks.
+
+    Each compiled model starts from empty compile caches (``torch.compiler.reset()``):
+    dynamo keys its caches by code object, every wrapped model runs the same
+    ``forward``, and after its recompile limit (8 graphs) it silently runs a function
+    eagerly: without a reset a process would stop compiling after the 4th to 8th model.
+    So a process compiles one model at a time; one compiled earlier recompiles if used again.
     """
     if compile:
         try:
+            torch.compiler.reset()
             lm.module = torch.compile(lm.module)
         except Exception as e:  # no compiler backend on this platform
             raise ModelError(f"--compile: torch.compile is not available here ({' '.join(str(e).split())[:160]})") from None

@@ -58,6 +58,13 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     return padded[batch, chan, rows, cols]
 
 
+def _upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; to a GPU through page-locked memory, a copy that does not wait for the device."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _device_of(module: nn.Module) -> torch.device:
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -120,7 +127,9 @@ def fit(
     train_accuracy, updated with ``epoch_stats(module)`` (called in train mode);
     then ``on_epoch(stats)`` and ``progress(epoch, epochs)`` are called.
     The module ends in eval mode and channels_last on ``device`` (default: where
-    its parameters are). A non-finite loss raises :class:`ModelError`.
+    its parameters are). A non-finite loss raises :class:`ModelError` at the end of its
+    epoch (the loop never waits for the device); before that, ``extra_loss.check()``
+    runs if ``extra_loss`` has one.
     The caller seeds the global RNG (initialization, any dropout); the data order
     and the shifts come from a private generator (module docstring).
     """
@@ -139,26 +148,34 @@ def fit(
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
         order = torch.randperm(len(y_all), generator=gen)
-        loss_sum, correct, seen = 0.0, 0, 0
+        # running sums stay on the device and are read once per epoch: reading them per step
+        # (float(loss), a finiteness test) would sync a GPU with the host at every step
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        seen = 0
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            x = random_shift(x_all[idx], max_shift, gen).to(dev)
-            y = y_all[idx].to(dev)
+            x = _upload(random_shift(x_all[idx], max_shift, gen), dev)
+            y = _upload(y_all[idx], dev)
             out = module(preprocess(x, cfg).contiguous(memory_format=torch.channels_last))
             loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
             if extra_loss is not None:
                 term = extra_loss(x, out)
                 loss = (1.0 - extra_weight) * loss + extra_weight * term
-            if not torch.isfinite(loss):
-                raise ModelError(f"training loss became {float(loss)} at epoch {epoch + 1}; lower the learning rate (--lr)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((out.argmax(1) == y).sum())
+            loss_sum += loss.detach().double() * len(idx)
+            correct += (out.argmax(1) == y).sum()
             seen += len(idx)
-        stats: dict[str, float] = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen}
+        check = getattr(extra_loss, "check", None)
+        if check is not None:
+            check()  # the extra term's own errors name their cause (a teacher's NaN logits)
+        total_loss = float(loss_sum)
+        if not math.isfinite(total_loss):
+            raise ModelError(f"training loss became {total_loss} at epoch {epoch + 1}; lower the learning rate (--lr)")
+        stats: dict[str, float] = {"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": int(correct) / seen}
         if epoch_stats is not None:
             stats.update(epoch_stats(module))
         history.append(stats)

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from satkit.errors import ModelError
-from satkit.io.pixels import as_float
+from satkit.io.pixels import pixels_on
+from satkit.io.prefetch import ahead, pinned
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,23 @@ def preprocess(x: torch.Tensor, cfg: DataConfig, mean: torch.Tensor | None = Non
             kw = {"align_corners": False, "antialias": x.shape[-2] > h or x.shape[-1] > w}
         x = F.interpolate(x, size=(h, w), mode=mode, **kw)
     if mean is None:
-        mean = torch.tensor(cfg.mean, device=x.device).reshape(1, -1, 1, 1)
+        mean = _constant(cfg.mean, x.device)
     if std is None:
-        std = torch.tensor(cfg.std, device=x.device).reshape(1, -1, 1, 1)
+        std = _constant(cfg.std, x.device)
     return (x - mean.to(x.dtype)) / std.to(x.dtype)
+
+
+_CONSTANTS: dict[tuple[tuple[float, ...], torch.device], torch.Tensor] = {}
+
+
+def _constant(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """``values`` as a (1, C, 1, 1) float32 tensor on ``device``, made once: building it from Python
+    numbers on every call would copy them to the device, a host sync per training or attack step."""
+    key = (tuple(values), device)
+    t = _CONSTANTS.get(key)
+    if t is None:
+        t = _CONSTANTS[key] = torch.tensor(values, dtype=torch.float32).reshape(1, -1, 1, 1).to(device)
+    return t
 
 
 @dataclass
@@ -152,21 +166,42 @@ class LoadedModel:
         amp_dtype: torch.dtype | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
-        """float32 CPU logits of stored images (uint8 or float, (N, C, H, W)), batched; NaN/inf is an error."""
+        """float32 CPU logits of stored images (uint8 or float, (N, C, H, W)), batched; NaN/inf is an error.
+
+        Each batch is read (``images`` may be memory-mapped) and pinned one batch ahead in
+        a background thread (:func:`satkit.io.prefetch.ahead`).
+        """
         n = len(images)
+        bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+        return self.logits_of(ahead(lambda b: (*b, pinned(images[b[0]:b[1]], self.device)), bounds), n, amp_dtype, progress)
+
+    def logits_of(
+        self,
+        batches: Iterable[tuple[int, int, torch.Tensor]],
+        n: int,
+        amp_dtype: torch.dtype | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """float32 CPU logits (n, classes) of ``(start, stop, stored images)`` batches covering rows 0..n.
+
+        Batches are uploaded without blocking and converted on the device
+        (:func:`satkit.io.pixels.pixels_on`: the CPU's values); the logits stay on the
+        device until the end, so the loop never waits for the device. NaN/inf is a ModelError.
+        """
+        device = self.device
         out: torch.Tensor | None = None
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            x = as_float(images[start:stop]).to(self.device, non_blocking=True)
+        for start, stop, host in batches:
             with torch.inference_mode(), self.autocast(amp_dtype):
-                logits = self.module(x).float()
-            self.check_finite(logits)
+                logits = self.module(pixels_on(host, device)).float()
             if out is None:
-                out = torch.empty((n, logits.shape[1]), dtype=torch.float32)
-            out[start:stop] = logits.cpu()
+                out = torch.empty((n, logits.shape[1]), dtype=torch.float32, device=device)
+            out[start:stop] = logits
             if progress:
                 progress(stop, n)
-        return out if out is not None else torch.empty((0, self.num_classes), dtype=torch.float32)
+        if out is None:
+            return torch.empty((0, self.num_classes), dtype=torch.float32)
+        self.check_finite(out)
+        return out.cpu()
 
     def check_finite(self, logits: torch.Tensor) -> None:
         if not torch.isfinite(logits).all():

@@ -45,11 +45,12 @@ class StudyConfig:
     @classmethod
     def create(cls, models: list[str] | tuple[str, ...] | None = None, out: str | Path = "satkit-study", *,
                data: str = "digits", n: int | None = None, data_seed: int = 0, canvas: int | None = None,
-               params: AttackParams | None = None, **settings: Any) -> "StudyConfig":
+               labels: str | None = None, params: AttackParams | None = None, **settings: Any) -> "StudyConfig":
         """Defaults: the digits zoo, the data source's eps (:func:`satkit.data.default_eps`), PGD's settings."""
         models = tuple(models) if models else tuple(default_models())
         params = params if params is not None else AttackParams(eps=default_eps(data))
-        cfg = cls(out=str(Path(out)), models=models, data=DataRequest(data, n, data_seed, canvas), params=params, **settings)
+        cfg = cls(out=str(Path(out)), models=models, data=DataRequest(data, n, data_seed, canvas, labels), params=params,
+                  **settings)
         cfg.validate()
         return cfg
 

@@ -10,10 +10,12 @@ gives the same files as a run in this process.
 
 - :class:`LocalExecutor` runs jobs one after another on one device (progress per batch).
 - :class:`DeviceExecutor` runs one job per device at a time, in one spawned
-  worker process per device (``--devices cuda:0,cuda:1``); progress per batch
-  comes back through a queue.
-- :class:`RayExecutor` submits each job as a Ray task asking for one GPU when
-  the cluster has GPUs (else one CPU); progress per finished job.
+  worker process per device (``--devices cuda:0,cuda:1``), each with an equal
+  share of the host's threads and its CUDA device current; progress per batch
+  comes back through a queue, and a worker that dies fails the run.
+- :class:`RayExecutor` submits each job as a Ray task asking for one GPU and its
+  node's CPUs per GPU when the cluster has GPUs (else a few CPUs,
+  :func:`ray_task_cpus`); progress per finished job.
 """
 
 from __future__ import annotations
@@ -71,38 +73,77 @@ def parse_devices(value: str) -> list[str]:
 
 # --------------------------------------------------------------------------- one process per device
 
-_WORKER_DEVICE: str | None = None
+
+def cpu_share(workers: int, cpus: int | None = None) -> int:
+    """Host threads of each of ``workers`` processes sharing this machine's ``cpus`` (default: all)."""
+    return max(1, (cpus or os.cpu_count() or 1) // max(1, workers))
 
 
-def _init_worker(devices: "mp.Queue[str]", cpu_threads: int) -> None:
-    global _WORKER_DEVICE
-    try:
-        _WORKER_DEVICE = devices.get(timeout=30)
-    except queue.Empty:  # pragma: no cover - more workers than devices cannot happen (pool size = devices)
-        _WORKER_DEVICE = "cpu"
-    if _WORKER_DEVICE == "cpu":
-        import torch
+def bind_worker(device: str, cpu_threads: int) -> None:
+    """Set up a worker process for ``device``: its share of the host's threads (a GPU worker's host
+    work is decoding, preparing batches and launching kernels; a CPU worker computes with them),
+    and for CUDA its device as the current one (allocations, cuBLAS handles and streams there)."""
+    import torch
 
-        torch.set_num_threads(cpu_threads)
+    torch.set_num_threads(cpu_threads)
+    if device.startswith("cuda"):
+        from satkit.devices import resolve_device
+
+        torch.cuda.set_device(resolve_device(device))
 
 
-def _run_in_worker(job_path: tuple[str, str], cfg: Any, spec: str, stage: str, progress_q: Any):
+def _worker_main(device: str, cpu_threads: int, inbox: Any, outbox: Any) -> None:
+    """A worker process: bind to ``device``, then run the jobs ``inbox`` brings until it brings None."""
     import importlib
+    import pickle
 
-    job = getattr(importlib.import_module(job_path[0]), job_path[1])
-    last = [0.0]
+    bind_worker(device, cpu_threads)
+    while True:
+        msg = inbox.get()
+        if msg is None:
+            return
+        i, job_path, cfg, spec, stage = msg
+        last = [0.0]
 
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == total or now - last[0] > 0.2:  # a few updates per second are enough
-            last[0] = now
-            progress_q.put((stage, spec, done, total))
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done == total or now - last[0] > 0.2:  # a few updates per second are enough
+                last[0] = now
+                outbox.put(("progress", i, (stage, spec, done, total)))
 
-    return job(cfg, spec, _WORKER_DEVICE, progress=progress)
+        try:
+            job = getattr(importlib.import_module(job_path[0]), job_path[1])
+            outbox.put(("done", i, pickle.dumps(job(cfg, spec, device, progress=progress))))
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+            try:
+                payload = pickle.dumps(e)
+            except Exception:  # an exception that cannot travel: its text can
+                payload = pickle.dumps(SatkitError(f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"))
+            outbox.put(("error", i, payload))
+            if not isinstance(e, Exception):
+                raise
+
+
+def _death(code: int | None) -> str:
+    import signal
+
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    return f"exit code {code}"
 
 
 class DeviceExecutor:
-    """One worker process per device; each takes the next job when it finishes one."""
+    """One worker process per device; each takes the next job when it finishes one.
+
+    Each worker gets an equal share of the host's CPU threads and, for CUDA, its device
+    as the current one. A worker that dies without reporting (killed, out of memory,
+    a crash in native code) fails the run with a one-line error naming its job; the
+    other workers are stopped. Finished jobs' files stay: a rerun resumes.
+    """
 
     name = "devices"
 
@@ -114,62 +155,109 @@ class DeviceExecutor:
     def run(self, job, cfg, specs, stage, progress):
         if not specs:
             return []
-        ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
-        n_cpu = sum(1 for d in self.devices if d == "cpu")
-        cpu_threads = max(1, (os.cpu_count() or 1) // max(1, n_cpu))
-        with ctx.Manager() as manager:
-            dev_q = manager.Queue()
-            for d in self.devices:
-                dev_q.put(d)
-            prog_q = manager.Queue()
-            pool = ctx.Pool(processes=min(len(self.devices), len(specs)),
-                            initializer=_init_worker, initargs=(dev_q, cpu_threads))
-            try:
-                path = (job.__module__, job.__name__)
-                handles = [pool.apply_async(_run_in_worker, (path, cfg, s, stage, prog_q)) for s in specs]
-                pending = set(range(len(handles)))
-                while pending:
-                    self._drain(prog_q, progress)
-                    for i in list(pending):
-                        if handles[i].ready():
-                            pending.discard(i)
-                            if not handles[i].successful():
-                                handles[i].get()  # re-raises the worker's exception here
-                    if pending:
-                        time.sleep(0.05)
-                self._drain(prog_q, progress)
-                results = [h.get() for h in handles]
-                pool.close()
-                pool.join()
-                return results
-            finally:
-                pool.terminate()  # on error (or Ctrl-C): stop the other devices' jobs now
+        import pickle
 
-    @staticmethod
-    def _drain(q, progress) -> None:
-        while True:
-            try:
-                stage, spec, d, t = q.get_nowait()
-            except queue.Empty:
-                return
-            progress(stage, spec, d, t)
+        ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+        devices = self.devices[: len(specs)]
+        threads = cpu_share(len(devices))
+        outbox = ctx.Queue()
+        workers = []
+        for d in devices:
+            inbox = ctx.Queue()
+            proc = ctx.Process(target=_worker_main, args=(d, threads, inbox, outbox), name=f"satkit-worker-{d}", daemon=True)
+            proc.start()
+            workers.append({"device": d, "proc": proc, "inbox": inbox, "job": None})
+        path = (job.__module__, job.__name__)
+        todo = list(range(len(specs)))
+        results: list[Any] = [None] * len(specs)
+
+        def assign(w: dict) -> None:
+            w["job"] = todo.pop(0) if todo else None
+            if w["job"] is not None:
+                w["inbox"].put((w["job"], path, cfg, specs[w["job"]], stage))
+
+        def handle(kind: str, i: int, payload: Any) -> None:
+            if kind == "progress":
+                progress(*payload)
+            elif kind == "error":
+                raise pickle.loads(payload)
+            else:
+                results[i] = pickle.loads(payload)
+                for w in workers:
+                    if w["job"] == i:
+                        assign(w)
+
+        try:
+            for w in workers:
+                assign(w)
+            while any(w["job"] is not None for w in workers):
+                try:
+                    handle(*outbox.get(timeout=0.2))
+                except queue.Empty:
+                    pass
+                for w in workers:  # every round: other workers' progress must not hide a death
+                    if w["job"] is not None and not w["proc"].is_alive():
+                        i = w["job"]
+                        w["job"] = None  # takes no more jobs
+                        deadline = time.monotonic() + 2.0
+                        while time.monotonic() < deadline:  # what it sent before dying still counts
+                            try:
+                                handle(*outbox.get(timeout=0.5))
+                            except queue.Empty:
+                                break
+                        what = f"while running the {stage} job of {specs[i]}" if results[i] is None else "after its last job"
+                        raise SatkitError(f"the worker for {w['device']} died ({_death(w['proc'].exitcode)}) {what}; "
+                                          "rerun to resume (finished jobs are kept)")
+            return results
+        finally:
+            for w in workers:
+                if w["proc"].is_alive() and w["job"] is None:
+                    w["inbox"].put(None)
+            for w in workers:
+                w["proc"].join(timeout=5 if w["job"] is None else 0)
+                if w["proc"].is_alive():
+                    w["proc"].terminate()  # on error (or Ctrl-C): stop the other devices' jobs now
+                    w["proc"].join(timeout=5)
+                if w["proc"].is_alive():
+                    w["proc"].kill()
+                    w["proc"].join()
+            outbox.close()
+            outbox.cancel_join_thread()
 
 
 # --------------------------------------------------------------------------- Ray
 
 
-def _ray_job(job_path: tuple[str, str], cfg: Any, spec: str):
+RAY_CPU_TASK_THREADS = 4  # a CPU-only task: enough threads for torch's kernels, several tasks per node
+
+
+def ray_task_cpus(nodes: list[dict[str, float]]) -> int:
+    """CPUs (host threads) each Ray task asks for, from the alive nodes' resources.
+
+    With GPUs: the smallest CPUs-per-GPU share over the nodes that have GPUs (a task
+    then fits beside every other GPU task on any of them), at least 1. Without:
+    ``RAY_CPU_TASK_THREADS``, or the smallest node's CPUs if fewer.
+    """
+    gpu_nodes = [r for r in nodes if r.get("GPU", 0) >= 1]
+    if gpu_nodes:
+        return max(1, min(int(r.get("CPU", 1) // r["GPU"]) for r in gpu_nodes))
+    cpus = [int(r.get("CPU", 1)) for r in nodes] or [1]
+    return max(1, min(RAY_CPU_TASK_THREADS, min(cpus)))
+
+
+def _ray_job(job_path: tuple[str, str], cfg: Any, spec: str, cpus: int):
     import importlib
 
     import ray
 
     job = getattr(importlib.import_module(job_path[0]), job_path[1])
     device = "cuda:0" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
+    bind_worker(device, cpus)  # a reused Ray worker may have run a task with another share
     return job(cfg, spec, device)
 
 
 class RayExecutor:
-    """Each job a Ray task (one GPU per task where the cluster has GPUs, else one CPU).
+    """Each job a Ray task (one GPU per task where the cluster has GPUs; CPUs: :func:`ray_task_cpus`).
 
     The study directory must be on storage every node sees (NFS, a shared disk):
     tasks read the attack files and write their outputs there. ``address`` is
@@ -214,9 +302,10 @@ class RayExecutor:
         if not specs:
             return []
         gpus = ray.cluster_resources().get("GPU", 0)
-        task = ray.remote(num_gpus=1, num_cpus=1)(_ray_job) if gpus else ray.remote(num_cpus=1)(_ray_job)
+        cpus = ray_task_cpus([n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
+        task = ray.remote(num_gpus=1, num_cpus=cpus)(_ray_job) if gpus else ray.remote(num_cpus=cpus)(_ray_job)
         path = (job.__module__, job.__name__)
-        refs = {task.remote(path, cfg, s): i for i, s in enumerate(specs)}
+        refs = {task.remote(path, cfg, s, cpus): i for i, s in enumerate(specs)}
         results: list[Any] = [None] * len(specs)
         for s in specs:
             progress(stage, s, 0, 1)

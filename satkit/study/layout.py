@@ -8,7 +8,11 @@ Layout::
     transfer/<model>.samples.parquet   per-sample outcomes of that target
     logits/<model>.safetensors  clean logits (from the attack files: no extra model run)
     sat.csv, sat_long.csv   the SAT matrix, square and one row per pair
+    sat.png, sat.svg        the heatmap of the matrix
+    models.csv              per-model summary (accuracy, self-attack success, stored budget, size, cluster)
     clusters.csv, keywords.csv, importance.csv, ensemble*.csv/json, *.png   analyses
+    approx*.json            approx placements (`satkit approx --study DIR --summary DIR/approx-NEW.json`)
+    report.html             everything above on one self-contained page (`satkit report`)
 
 ``study.json`` is written only when a run has produced the matrix, so it always
 describes files that exist; a failed or interrupted run leaves it as it was.
@@ -89,6 +93,7 @@ class StudySettings:
             "schema_version": SCHEMA_VERSION,
             "models": list(self.models),
             "data": self.data.source, "n": self.data.n, "data_seed": self.data.seed, "canvas": self.data.canvas,
+            "labels": self.data.labels,
             "attack": self.params.to_dict(), "amp": self.amp, "eps_s": self.eps_s, "fingerprint": self.fingerprint,
             "cluster_method": self.cluster_method,
         }
@@ -159,6 +164,7 @@ def read_settings(study_dir: str | Path) -> StudySettings:
     method = _field(s, "cluster_method", str, p, optional=True) or ("paper" if version >= 1 else "njw")
     if method not in ("paper", "njw"):
         raise InputFileError(f"{p}: unknown cluster_method '{method}'")
-    data = DataRequest(source=_field(s, "data", str, p), n=n, seed=seed, canvas=canvas)
+    labels = _field(s, "labels", str, p, optional=True)
+    data = DataRequest(source=_field(s, "data", str, p), n=n, seed=seed, canvas=canvas, labels=labels)
     return StudySettings(models=tuple(models), data=data, params=params, amp=amp, eps_s=eps_s, fingerprint=fingerprint,
                          cluster_method=method)

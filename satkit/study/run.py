@@ -27,7 +27,7 @@ from satkit.errors import OutputError, ParameterError, SatkitError
 from satkit.io.lock import DirectoryLock
 from satkit.io.tables import read_table, write_table
 from satkit.matrix.sat import SatMatrix, bootstrap_ci, build_matrix
-from satkit.study.analyses import StudyAnalysis, run_analyses, write_logits
+from satkit.study.analyses import StudyAnalysis, run_analyses, write_heatmaps, write_logits, write_model_summary
 from satkit.study.config import StudyConfig
 from satkit.study.jobs import JobReport, attack_job, open_study_attacks, study_data, transfer_job, transfer_state
 from satkit.study.layout import StudySettings, write_settings
@@ -61,6 +61,7 @@ class StudyResult:
     waiting: list[str] = field(default_factory=list)  # with a shard: outputs other shards have not made yet
     jobs: list[JobReport] = field(default_factory=list)  # what each job that was dispatched did
     notes: list[str] = field(default_factory=list)  # what was skipped, and why
+    report: Path | None = None  # report.html, once written
 
     def add(self, rep: JobReport) -> None:
         self.model_loads += rep.model_loads
@@ -181,11 +182,30 @@ def run_study(
                                             emit=lambda what, d, t: emit(StudyEvent("analysis", what, d, t)))
             except SatkitError as e:  # e.g. a matrix without structure cannot be clustered; the matrix stands
                 res.notes.append(f"analyses skipped: {e}")
+            if res.analysis is not None:
+                res.notes += res.analysis.skipped
             res.seconds["analysis"] = time.perf_counter() - t0
-        # last: study.json always describes a finished matrix (approx --study relies on it)
+        t0 = time.perf_counter()
+        clusters = res.analysis.clusters if res.analysis is not None else None
+        write_heatmaps(mat, study, clusters)
+        write_model_summary(study, list(cfg.models), clusters)
+        # study.json always describes a finished matrix (approx --study relies on it); the report reads it
         write_settings(study, StudySettings(models=cfg.models, data=cfg.data, params=cfg.params, amp=cfg.amp,
                                             eps_s=cfg.eps_s, fingerprint=clean.fingerprint, cluster_method=cfg.cluster_method))
+        res.report = _report(study, res.notes)
+        res.seconds["report"] = time.perf_counter() - t0
     return res
+
+
+def _report(study, notes: list[str]) -> Path | None:
+    """report.html from the finished directory; a report that cannot be made is a note, the study stands."""
+    from satkit.study.report import write_report
+
+    try:
+        return write_report(study.root, study.root / "report.html")
+    except SatkitError as e:
+        notes.append(f"report.html not written: {e}")
+        return None
 
 
 def _matrix(cfg: StudyConfig) -> SatMatrix:
