@@ -91,10 +91,12 @@ def model_numerics(device: torch.device | str, amp: str = "off") -> Iterator[dic
     if device.type != "cuda":
         yield numerics(device, amp)
         return
+    import torch.utils.deterministic as det
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             det.fill_uninitialized_memory)
     had_env = "CUBLAS_WORKSPACE_CONFIG" in os.environ
     ops: set[str] = set()
     show = warnings.showwarning
@@ -111,6 +113,9 @@ def model_numerics(device: torch.device | str, amp: str = "off") -> Iterator[dic
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # results never read uninitialized memory; filling every new tensor with NaN would cost a
+        # memset per allocation
+        det.fill_uninitialized_memory = False
         with sdpa_kernel([SDPBackend.MATH]), warnings.catch_warnings():
             warnings.filterwarnings("always", message=_NONDETERMINISTIC.pattern)  # each one, not once per place
             warnings.showwarning = collect
@@ -119,6 +124,7 @@ def model_numerics(device: torch.device | str, amp: str = "off") -> Iterator[dic
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[0], saved[1]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        det.fill_uninitialized_memory = saved[4]
         if not had_env:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     record["nondeterministic_ops"] = sorted(ops)

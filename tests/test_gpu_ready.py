@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.deterministic
 
 from satkit.attacks import AttackParams, run_attack, save_attack
 from satkit.attacks.pgd import ce_logit_direction, pgd_linf
@@ -181,7 +182,8 @@ def _global_state():
     b = torch.backends
     return (b.cudnn.deterministic, b.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
             torch.is_deterministic_algorithms_warn_only_enabled(), b.cuda.flash_sdp_enabled(), b.cuda.mem_efficient_sdp_enabled(),
-            b.cuda.cudnn_sdp_enabled(), b.cuda.math_sdp_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+            b.cuda.cudnn_sdp_enabled(), b.cuda.math_sdp_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+            torch.utils.deterministic.fill_uninitialized_memory)
 
 
 def test_cuda_mode_is_applied_recorded_and_undone(monkeypatch):
@@ -194,6 +196,7 @@ def test_cuda_mode_is_applied_recorded_and_undone(monkeypatch):
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
         assert b.cuda.math_sdp_enabled() and not (b.cuda.flash_sdp_enabled() or b.cuda.mem_efficient_sdp_enabled() or b.cuda.cudnn_sdp_enabled())
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.utils.deterministic.fill_uninitialized_memory is False  # a memset per allocation buys nothing here
         x = torch.zeros(4)
         for _ in range(3):  # put_ has no deterministic version on the CPU either: it warns, and is collected
             x.put_(torch.tensor([1, 1]), torch.tensor([1.0, 2.0]))

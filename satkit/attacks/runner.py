@@ -51,7 +51,9 @@ def random_start_noise(ids: torch.Tensor, shape: tuple[int, ...], eps: float, se
     for j, i in enumerate(ids.tolist()):
         g.manual_seed((seed * 1_000_003 + int(i)) % (2**63 - 1))
         torch.rand(shape, generator=g, out=out[j])
-    return out.mul_(2 * eps).sub_(eps)  # elementwise, so the same values as per sample
+    # one scaling op per batch, not per sample (the same values: it is elementwise); small per-sample
+    # ops stall when the cores are busy (0.33-4.7 s instead of 0.21 s for 256 ImageNet images here)
+    return out.mul_(2 * eps).sub_(eps)
 
 
 def check_labels(model: LoadedModel, data: CleanSet | ImageStream) -> None:
