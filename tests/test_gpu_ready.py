@@ -475,6 +475,7 @@ def _noop_progress(*a):
     pass
 
 
+@pytest.mark.slow
 def test_device_workers_get_a_thread_share():
     from satkit.study.executors import DeviceExecutor, cpu_share
 
@@ -484,6 +485,7 @@ def test_device_workers_get_a_thread_share():
     assert cpu_share(4, cpus=64) == 16 and cpu_share(3, cpus=2) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("how, words", [("exit", "exit code 3"), ("kill", "killed by SIGKILL")])
 def test_a_worker_that_dies_fails_the_run_in_one_line(how, words):

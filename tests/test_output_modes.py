@@ -263,6 +263,7 @@ def test_study_analysis_stage_is_one_bar_that_ends_full(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_study_log_of_a_real_process_is_readable(two_models, tmp_path):
     """`satkit study ... 2> log`: no escape codes, full names, progress lines, the summary last."""
     log = tmp_path / "log"

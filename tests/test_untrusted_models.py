@@ -79,6 +79,7 @@ def test_hostile_model_never_runs_code(files, attack_file, tmp_path, command, ki
     assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "out.csv").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pt2-pickled-weight", "pt2-sample-inputs", "pt2-opaque-constant"])
 def test_crafted_pt2_is_really_hostile(files, kind):
     """Plain torch.export.load runs the payload: the fixtures test what they claim to."""
