@@ -3,19 +3,18 @@ problem, exit 2, no traceback, and no output file created or overwritten (as tes
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from satkit.cli.app import app
+from tests.cli_helpers import run_bad_case
 from satkit.io.pixels import eps_steps_uint8
 from satkit.io.tensorfile import write_satkit_file
 from tests.test_verify import rewrite
 
 runner = CliRunner()
-SENTINEL = b"previous content\n"
 
 
 def _run(*args):
@@ -161,19 +160,4 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_file(ws, tmp_path, case):
-    cid, args, words = case
-    out = tmp_path / "out"
-    argv = [a.format(d=ws, out=out) for a in args]
-    outputs = [p for p in argv if p.startswith(str(out))]
-    for p in outputs:  # an existing output must survive untouched
-        Path(p).write_bytes(SENTINEL)
-    r = runner.invoke(app, argv)
-    assert r.exit_code == 2, (cid, r.exit_code, r.stdout, r.stderr, r.exception)
-    err = r.stderr.strip()
-    assert err.startswith("satkit: error:") and len(err.splitlines()) == 1, (cid, err)
-    assert "Traceback" not in r.stdout + r.stderr
-    for w in words:
-        assert w in err, (cid, w, err)
-    for p in outputs:
-        assert Path(p).read_bytes() == SENTINEL, f"{cid}: output overwritten"
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    run_bad_case(case, ws, tmp_path)

@@ -14,10 +14,10 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from satkit.cli.app import app
+from tests.cli_helpers import run_bad_case
 from tests.conftest import TinyCNN
 
 runner = CliRunner()
-SENTINEL = b"previous content\n"
 
 
 class NaNNet(torch.nn.Module):
@@ -124,20 +124,4 @@ CASES = [
 def test_bad_input(ws, tmp_path, case):
     if case[0] == "output-dir-read-only" and os.geteuid() == 0:
         pytest.skip("root can write into read-only directories")
-    cid, args, words = case
-    out = tmp_path / "out"
-    argv = [a.format(d=ws, out=out) for a in args]
-    outputs = [p for p in argv if p.startswith(str(out))]
-    for p in outputs:  # an existing output must survive untouched
-        with open(p, "wb") as fh:
-            fh.write(SENTINEL)
-    r = runner.invoke(app, argv)
-    assert r.exit_code == 2, (cid, r.exit_code, r.stdout, r.stderr, r.exception)
-    err = r.stderr.strip()
-    assert err.startswith("satkit: error:") and len(err.splitlines()) == 1, (cid, err)
-    assert "Traceback" not in r.stdout + r.stderr
-    for w in words:
-        assert w in err, (cid, w, err)
-    for p in outputs:
-        assert open(p, "rb").read() == SENTINEL, f"{cid}: output overwritten"
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    run_bad_case(case, ws, tmp_path)

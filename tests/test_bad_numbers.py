@@ -21,6 +21,7 @@ from satkit.analysis.ensemble import EnsembleData, analyze_ensembles, ensemble_l
 from satkit.analysis.importance import feature_importance
 from satkit.cards import COMPONENTS, NAME
 from satkit.cli.app import app
+from tests.cli_helpers import run_bad_case
 from satkit.data.base import stratified_sample
 from satkit.errors import InputFileError, MismatchError, ParameterError, SatkitError
 from satkit.logits import LogitsResult, save_logits
@@ -37,7 +38,6 @@ from satkit.matrix.square import read_similarity_matrix, write_similarity_matrix
 from satkit.transfer import TRANSFER_SCHEMA
 
 runner = CliRunner()
-SENTINEL = b"previous content\n"
 MODELS = ["A", "B", "C"]
 N = 40  # clean samples
 # paper models with built-in cards, for importance
@@ -480,23 +480,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_number(ws, tmp_path, case):
-    cid, args, words = case
-    out = tmp_path / "out"
-    argv = [a.format(d=ws, out=out) for a in args]
-    outputs = [p for p in argv if p.startswith(str(out))]
-    for p in outputs:  # an existing output must survive untouched
-        with open(p, "wb") as fh:
-            fh.write(SENTINEL)
-    r = runner.invoke(app, argv)
-    assert r.exit_code == 2, (cid, r.exit_code, r.stdout, r.stderr, r.exception)
-    err = r.stderr.strip()
-    assert err.startswith("satkit: error:") and len(err.splitlines()) == 1, (cid, err)
-    assert "Traceback" not in r.stdout + r.stderr
-    for w in words:
-        assert w in err, (cid, w, err)
-    for p in outputs:
-        assert open(p, "rb").read() == SENTINEL, f"{cid}: output overwritten"
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    run_bad_case(case, ws, tmp_path)
 
 
 def test_good_inputs_pass_through_the_cli(ws, tmp_path):
