@@ -21,7 +21,7 @@ def versions() -> dict[str, str]:
 
 
 def data_provenance(data: Any) -> dict[str, Any]:
-    return {
+    prov = {
         "source": data.source,
         "fingerprint": data.fingerprint,
         "n": len(data),
@@ -29,6 +29,9 @@ def data_provenance(data: Any) -> dict[str, Any]:
         "canvas": list(data.canvas),
         "sampling": {k: data.info.get(k) for k in ("n", "seed", "split") if k in data.info},
     }
+    if data.info.get("labels"):  # only when given: files made without --labels keep their bytes
+        prov["labels"] = data.info["labels"]
+    return prov
 
 
 # Characters a terminal acts on instead of showing: C0 (incl. ESC), DEL, C1, line/paragraph

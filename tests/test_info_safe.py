@@ -175,3 +175,21 @@ def test_recorded_rerun_is_never_used(genuine, tmp_path):
     f = tmp_path / "copy.safetensors"
     shutil.copy(genuine, f)
     assert shlex.split(_rerun_line(run("info", f).stdout)) == _expected_argv(_provenance(f))
+
+
+def test_rerun_line_carries_labels_and_model_kwargs_and_refuses_odd_ones():
+    """Files made with --labels / --model-kwargs rerun with them; values that could smuggle options are refused."""
+    import shlex
+
+    from satkit.cli.info import rerun_command
+
+    p = {"command": "logits", "amp": "off",
+         "model": {"name": "w", "spec": "w.safetensors", "kind": "safetensors", "arch": "resnet18",
+                   "model_kwargs": {"in_chans": 1, "num_classes": 10, "global_pool": "avg", "drop_rate": 0.1}},
+         "data": {"source": "val", "labels": "LOC_val_solution.csv", "canvas": [1, 32, 32], "sampling": {}}}
+    argv = shlex.split(rerun_command(p, keys=["logits", "clean"]))
+    assert argv[argv.index("--labels") + 1] == "LOC_val_solution.csv"
+    assert argv[argv.index("--model-kwargs") + 1] == "in_chans=1,num_classes=10,global_pool=avg,drop_rate=0.1"
+    for bad in ({"in_chans": "1,checkpoint_path=/x"}, {"a b": 1}, {"x": [1]}, {}):
+        q = dict(p, model=dict(p["model"], model_kwargs=bad))
+        assert rerun_command(q) == "(cannot be rebuilt: field model.model_kwargs is malformed)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -112,6 +113,8 @@ def _common_args(p: dict, command: str) -> list[str]:
         raise _Malformed("data")
     spec = _text(m.get("spec", m.get("name")), "model.spec", positional=True)
     parts = ["satkit", command, spec, "--data", _text(d.get("source"), "data.source")]
+    if d.get("labels") is not None:
+        parts += ["--labels", _text(d["labels"], "data.labels")]
     s = d.get("sampling", {})
     if not isinstance(s, dict):
         raise _Malformed("data.sampling")
@@ -128,7 +131,30 @@ def _common_args(p: dict, command: str) -> list[str]:
         parts += ["--amp", amp]
     if m.get("kind") == "timm" and m.get("weights_id") == "random-init":
         parts.append("--random-init")
+    kwargs = m.get("model_kwargs")
+    if kwargs is not None:
+        parts += ["--model-kwargs", _kwargs(kwargs)]
     return parts
+
+
+def _kwargs(kwargs: object) -> str:
+    """``--model-kwargs`` from provenance: identifier names, plain scalar values, no separators inside."""
+    if not isinstance(kwargs, dict) or not kwargs:
+        raise _Malformed("model.model_kwargs")
+    items = []
+    for k, v in kwargs.items():
+        if not (isinstance(k, str) and k.isidentifier()):
+            raise _Malformed("model.model_kwargs")
+        if isinstance(v, bool) or v is None:
+            text = str(v).lower()
+        elif isinstance(v, (int, float)) and math.isfinite(v):
+            text = repr(v)
+        elif isinstance(v, str) and v and all(ch.isalnum() or ch in "._-" for ch in v):
+            text = v
+        else:
+            raise _Malformed("model.model_kwargs")
+        items.append(f"{k}={text}")
+    return ",".join(items)
 
 
 def _attack_args(p: dict) -> list[str]:
