@@ -199,7 +199,7 @@ def evaluate_target(
         raise ParameterError("no attack files to evaluate the target on")
     lm = prepare_model(load_model(spec, model_options, device), compile=compile)
     ref = files[0]
-    sample = ref.get("clean")[:2]
+    sample = ref.head("clean", 2)
     check_fits(lm, sample, int(ref.provenance["data"]["num_classes"]), str(ref.provenance["data"].get("source", ref.path)))
     bs = resolve_batch_size(batch_size, lm, sample[:1], kind="transfer", n=int(ref.provenance["data"]["n"]), amp=amp)
     own = own_attack if own_attack is not None and _made_by(own_attack, lm) else None

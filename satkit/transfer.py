@@ -49,9 +49,13 @@ TRANSFER_SCHEMA = {
 }
 
 
-def open_attack_files(paths: Iterable[str]) -> list[SatkitFile]:
-    """Open and cross-check attack files: same clean set (fingerprint) or a clear error."""
-    files = [read_satkit_file(p, "satkit.attack") for p in paths]
+def open_attack_files(paths: Iterable[str], verify: bool = True) -> list[SatkitFile]:
+    """Open and cross-check attack files: same clean set (fingerprint) or a clear error.
+
+    ``verify=False`` only peeks (provenance and tensor names), for callers that
+    decide what to do before reading any pixels; verify what you then use.
+    """
+    files = [read_satkit_file(p, "satkit.attack", verify=verify) for p in paths]
     if not files:
         raise InputFileError("no attack files given")
     for f in files:

@@ -144,3 +144,24 @@ def test_study_json_round_trips_every_setting(tmp_path):
     back = read_settings(tmp_path)
     assert back.params.to_dict() == st.params.to_dict()  # the default step size comes back as its value
     assert replace(back, params=st.params) == st
+
+
+def test_study_transfer_job_verifies_the_attack_files_it_reads(base, tmp_path):
+    """Keys are only peeked at to plan the wave; a file a target is evaluated on is verified before use."""
+    from satkit.errors import InputFileError
+    from satkit.study import slug
+    from tests.test_verify import rewrite
+
+    root, models = base
+    out = tmp_path / "study"
+    shutil.copytree(root / "study", out)
+    (out / "transfer" / f"{slug(models[0])}.csv").unlink()  # m1 must be evaluated again, on every attack file
+    victim = out / "attacks" / f"{slug(models[1])}.safetensors"
+
+    def push(t):
+        t["adv"] = t["clean"].clone()
+        t["adv"][0, 0, 0, 0] = 255 if int(t["clean"][0, 0, 0, 0]) < 128 else 0  # far beyond eps = 0.1
+
+    rewrite(victim, victim, tensors=push)
+    with pytest.raises(InputFileError, match="eps"):
+        run_study(StudyConfig.create(models, out, **BASE))

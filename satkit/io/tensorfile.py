@@ -80,6 +80,16 @@ class SatkitFile:
         except Exception as e:  # safetensors raises its own error types
             raise InputFileError(f"{self.path}: cannot read tensor '{name}' ({_one_line(e)})") from None
 
+    def head(self, name: str, k: int) -> torch.Tensor:
+        """The first ``k`` rows of tensor ``name``, without reading the rest of it."""
+        if name not in self.keys:
+            raise InputFileError(f"{self.path}: tensor '{name}' is missing; the file is incomplete or damaged")
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                return f.get_slice(name)[:k]
+        except Exception as e:
+            raise InputFileError(f"{self.path}: cannot read tensor '{name}' ({_one_line(e)})") from None
+
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:200]
@@ -118,12 +128,17 @@ def canonicalize_header(path: str | os.PathLike) -> None:
     """
     with open(path, "r+b") as fh:
         n = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(n).decode("utf-8"))
-        new = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        if len(new) > n:  # cannot happen for a pure reordering; keep the original rather than corrupt
-            return
-        fh.seek(8)
-        fh.write(new + b" " * (n - len(new)))
+        new = sorted_header(fh.read(n))
+        if new is not None:
+            fh.seek(8)
+            fh.write(new)
+
+
+def sorted_header(raw: bytes) -> bytes | None:
+    """The header JSON with sorted keys, padded to the same length; None if it would grow
+    (cannot happen for a pure reordering: keep the original rather than corrupt offsets)."""
+    new = json.dumps(json.loads(raw.decode("utf-8")), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return new + b" " * (len(raw) - len(new)) if len(new) <= len(raw) else None
 
 
 def read_satkit_file(path: str | os.PathLike, expected: str | tuple[str, ...], verify: bool = True,
@@ -202,10 +217,9 @@ def _write_stdout(data: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> 
 
     buf = bytearray(save(dict(data), metadata=dict(meta)))
     n = int.from_bytes(buf[:8], "little")
-    header = json.loads(bytes(buf[8 : 8 + n]).decode("utf-8"))
-    new = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    if len(new) <= n:  # as canonicalize_header: a pure reordering never grows
-        buf[8 : 8 + n] = new + b" " * (n - len(new))
+    new = sorted_header(bytes(buf[8 : 8 + n]))
+    if new is not None:
+        buf[8 : 8 + n] = new
     out = sys.stdout.buffer
     out.write(bytes(buf))
     out.flush()

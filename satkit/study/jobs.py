@@ -18,6 +18,7 @@ from satkit.data import CleanSet
 from satkit.errors import SatkitError
 from satkit.io.tables import read_table, write_table
 from satkit.io.tensorfile import SatkitFile
+from satkit.io.verify import verify_file
 from satkit.jobs import attack_into_file, evaluate_target
 from satkit.models.registry import expected_weights_id
 from satkit.study.config import StudyConfig
@@ -61,9 +62,9 @@ def attack_job(cfg: StudyConfig, spec: str, device: Any = "cpu", progress=None, 
                      stats=o.stats, seconds=o.seconds, device=str(device) if o.ran else "")
 
 
-def open_study_attacks(cfg: StudyConfig, specs: list[str] | None = None) -> dict[str, SatkitFile]:
-    """attack_key -> opened (verified) attack file, for the study's models (all must exist)."""
-    files = open_attack_files([str(cfg.dir.attack_path(m)) for m in (specs or cfg.models)])
+def open_study_attacks(cfg: StudyConfig, specs: list[str] | None = None, verify: bool = True) -> dict[str, SatkitFile]:
+    """attack_key -> opened attack file, for the study's models (all must exist); ``verify=False`` only peeks."""
+    files = open_attack_files([str(cfg.dir.attack_path(m)) for m in (specs or cfg.models)], verify=verify)
     return {f.provenance["attack_key"]: f for f in files}
 
 
@@ -95,12 +96,16 @@ def transfer_state(cfg: StudyConfig, spec: str, files_by_key: dict[str, Any]) ->
 def transfer_job(cfg: StudyConfig, spec: str, device: Any = "cpu", progress=None, clean: CleanSet | None = None) -> JobReport:
     """Evaluate target ``spec`` on every attack file of the study into transfer/<slug>.csv (+ per-sample outcomes)."""
     t0 = time.perf_counter()
-    files_by_key = open_study_attacks(cfg)
+    # peek at every file for its key; read (and so verify) only the files this target is evaluated on:
+    # verifying all N files in each of N jobs would read N^2 files for a study
+    files_by_key = open_study_attacks(cfg, verify=False)
     own_path = cfg.dir.attack_path(spec).resolve()
     own = next(f for f in files_by_key.values() if Path(f.path).resolve() == own_path)
     st = transfer_state(cfg, spec, files_by_key)
     if not st.todo:
         return JobReport("transfer", spec, cfg.name(spec), ran=False, reused=len(files_by_key))
+    for f in [own, *(f for f in st.todo if f is not own)]:
+        verify_file(f)
     # the target's own attack file holds its clean predictions: no clean pass needed
     o = evaluate_target(spec, st.todo, model_options=cfg.model_options, device=device, batch_size=cfg.batch_size,
                         amp=cfg.amp, compile=cfg.compile, per_sample=cfg.per_sample, own_attack=own, progress=progress)
