@@ -40,7 +40,10 @@ def summed_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -torch.log_softmax(logits.float(), dim=1).gather(1, y.view(-1, 1)).sum()
 
 
-@register_attack("pgd")
+@register_attack(
+    "pgd", summary="projected gradient descent with sign steps (the paper's attack)", reference="Madry et al. 2018",
+    step_rule="2.5*eps/steps", default_step=lambda eps, steps: 2.5 * eps / steps, random_start=True,
+)
 def pgd_linf(
     model: nn.Module,
     x: torch.Tensor,
@@ -51,6 +54,7 @@ def pgd_linf(
     alpha: float,
     init: torch.Tensor | None = None,
     amp_dtype: torch.dtype | None = None,
+    noise=None,  # PGD draws nothing inside its loop
 ) -> torch.Tensor:
     """Return adversarial images within ``[x - eps, x + eps] ∩ [0, 1]`` (float32).
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from satkit.attacks.base import ATTACKS, AttackParams
+from satkit.attacks.noise import SampleNoise
 from satkit.attacks.quantize import STORAGE_DTYPES, as_float, clean_for_storage, quantize_adv
 from satkit.data.base import CleanSet
 from satkit.data.stream import ImageStream
@@ -71,6 +72,7 @@ def check_labels(model: LoadedModel, data: CleanSet | ImageStream) -> None:
 @dataclass
 class _HostBatch:
     sl: slice
+    ids: torch.Tensor
     clean: torch.Tensor  # the stored clean rows (storage dtype)
     init: torch.Tensor | None  # the random start, or None
 
@@ -91,7 +93,7 @@ def _host_batches(data: CleanSet | ImageStream, clean_store: torch.Tensor, param
         init = None
         if params.random_start and params.eps > 0:
             init = _pinned(random_start_noise(data.ids[sl], tuple(clean.shape[1:]), params.eps, params.seed), device)
-        return _HostBatch(sl, _pinned(clean, device), init)
+        return _HostBatch(sl, data.ids[sl], _pinned(clean, device), init)
 
     return ahead(prepare, (slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)))
 
@@ -121,7 +123,9 @@ def _attack_batch(model: LoadedModel, attack_fn: Callable[..., torch.Tensor], hb
     with torch.inference_mode(), model.autocast(amp_dtype):
         clean_logits = net(x).float()
     init = hb.init.to(device, non_blocking=True) if hb.init is not None else None
-    adv = attack_fn(net, x, y, eps=params.eps, steps=params.steps, alpha=params.alpha, init=init, amp_dtype=amp_dtype)
+    noise = SampleNoise(hb.ids, params.seed, device)
+    adv = attack_fn(net, x, y, eps=params.eps, steps=params.steps, alpha=params.alpha, init=init, amp_dtype=amp_dtype,
+                    noise=noise, **params.option_values)
     adv_finite = torch.isfinite(adv).flatten(1).all(1)
     stored = quantize_adv(adv, clean, params.eps, params.storage)
     with torch.inference_mode(), model.autocast(amp_dtype):
@@ -158,7 +162,7 @@ def run_attack(
     device = model.device
     amp_dtype = resolve_amp(amp, device)
     check_labels(model, data)
-    attack_fn = ATTACKS[params.attack]
+    attack_fn = ATTACKS[params.attack].fn
     n = len(data)
     if isinstance(data, ImageStream):
         # uint8 storage is the decoded images themselves; float storage is filled batch by batch

@@ -145,9 +145,7 @@ def read_settings(study_dir: str | Path) -> StudySettings:
         raise InputFileError(f"{p}: n, data_seed or canvas out of range; rerun satkit study")
     a = _field(s, "attack", dict, p)
     try:
-        params = AttackParams(eps=float(a["eps"]), steps=int(a["steps"]), step_size=float(a["step_size"]),
-                              random_start=bool(a["random_start"]), seed=int(a["seed"]), attack=str(a["attack"]),
-                              storage=str(a["storage"]))
+        params = AttackParams.from_dict(a)
     except (KeyError, TypeError, ValueError):
         raise InputFileError(f"{p}: attack settings are incomplete; rerun satkit study") from None
     except SatkitError as e:
