@@ -57,6 +57,8 @@ class AttackSpec:
     random_start: bool  # the published default
     options: tuple[AttackOption, ...] = ()
     loss: str = "cross_entropy(true label)"
+    # forward + backward passes per sample, from (steps, options): the cost --plan reports
+    gradients: Callable[[int, dict], int] = lambda steps, options: steps
 
 
 ATTACKS: dict[str, AttackSpec] = {}
@@ -64,9 +66,10 @@ ATTACKS: dict[str, AttackSpec] = {}
 
 def register_attack(name: str, *, summary: str, reference: str, step_rule: str,
                     default_step: Callable[[float, int], float], random_start: bool,
-                    options: tuple[AttackOption, ...] = ()):
+                    options: tuple[AttackOption, ...] = (), gradients: Callable[[int, dict], int] | None = None):
     def deco(fn):
-        ATTACKS[name] = AttackSpec(name, fn, summary, reference, step_rule, default_step, random_start, options)
+        ATTACKS[name] = AttackSpec(name, fn, summary, reference, step_rule, default_step, random_start, options,
+                                   gradients=gradients or (lambda steps, options: steps))
         return fn
 
     return deco
@@ -143,6 +146,11 @@ class AttackParams:
     @property
     def option_values(self) -> dict[str, float | int]:
         return dict(self.options)
+
+    @property
+    def gradients_per_sample(self) -> int:
+        """Forward + backward passes the attack spends on one sample."""
+        return self.spec.gradients(self.steps, self.option_values)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -60,34 +60,47 @@ def pgd_linf(
 
     ``init`` is the random start, a tensor of U(-eps, eps) noise made by the
     caller (so it can be seeded per sample, independent of batching), or None.
+    Gradients come from :func:`ce_input_grad` (its fp16 rule included).
+    """
+    lo = (x - eps).clamp_(min=0.0)
+    hi = (x + eps).clamp_(max=1.0)
+    adv = x.clone() if init is None else torch.max(torch.min(x + init, hi), lo)
+    for _ in range(steps):
+        grad = ce_input_grad(model, adv, y, amp_dtype)
+        adv = adv.detach().add_(signed(grad), alpha=alpha)
+        adv = torch.max(torch.min(adv, hi), lo)
+    return adv.detach()
+
+
+def ce_input_grad(model: nn.Module, adv: torch.Tensor, y: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The gradient of the summed cross-entropy with respect to the input ``adv``, one forward and one backward.
 
     Under fp16 autocast the loss gradient enters the model's fp16 graph at the
     logits. ``p - onehot(y)`` has magnitude ``~exp(-margin)`` there, so past a
     logit margin of ~17 it flushes to zero in fp16 and the sample stops moving;
     fp16 therefore back-propagates :func:`ce_logit_direction` instead (the same
-    gradient scaled per sample by a positive factor: the sign step is unchanged).
+    gradient scaled per sample by a positive factor: sign steps are unchanged).
     fp32 and bf16 (fp32's exponent range) take the plain summed cross-entropy.
     """
-    lo = (x - eps).clamp_(min=0.0)
-    hi = (x + eps).clamp_(max=1.0)
-    adv = x.clone() if init is None else torch.max(torch.min(x + init, hi), lo)
+    adv = adv.detach().requires_grad_(True)
     autocast = (
-        torch.autocast(device_type=x.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+        torch.autocast(device_type=adv.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     )
-    rescale = amp_dtype is torch.float16
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        with autocast:
-            logits = model(adv)
-        if rescale:
-            (grad,) = torch.autograd.grad(logits, adv, grad_outputs=ce_logit_direction(logits, y).to(logits.dtype))
-        else:
-            # sum, not mean: the sign step ignores scale, and a mean would shrink each sample's gradient with the batch size
-            (grad,) = torch.autograd.grad(summed_ce(logits, y), adv)
-        # sign() maps NaN to 0, which would leave a sample silently unattacked; adding 0 * grad
-        # (0 for a finite gradient, NaN for NaN or inf) carries a non-finite gradient into the
-        # adversarial batch, which the caller checks once per batch
-        step = grad.sign().add_(grad.mul_(0.0))
-        adv = adv.detach().add_(step, alpha=alpha)
-        adv = torch.max(torch.min(adv, hi), lo)
-    return adv.detach()
+    with autocast:
+        logits = model(adv)
+    if amp_dtype is torch.float16:
+        (grad,) = torch.autograd.grad(logits, adv, grad_outputs=ce_logit_direction(logits, y).to(logits.dtype))
+    else:
+        # sum, not mean: the sign step ignores scale, and a mean would shrink each sample's gradient with the batch size
+        (grad,) = torch.autograd.grad(summed_ce(logits, y), adv)
+    return grad
+
+
+def signed(grad: torch.Tensor) -> torch.Tensor:
+    """``sign(grad)``, but NaN where ``grad`` is NaN or inf (``grad`` is overwritten).
+
+    sign() maps NaN to 0, which would leave a sample silently unattacked; adding 0 * grad
+    (0 for a finite gradient, NaN for NaN or inf) carries a non-finite gradient into the
+    adversarial batch, which the runner checks once per batch.
+    """
+    return grad.sign().add_(grad.mul_(0.0))

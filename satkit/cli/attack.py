@@ -17,11 +17,17 @@ def attack(
     data_seed: int = c.DataSeedOpt,
     canvas: Optional[int] = c.CanvasOpt,
     labels: Optional[str] = c.LabelsOpt,
-    eps: Optional[str] = typer.Option(None, "--eps", help="L-infinity budget in pixel scale [0, 1]; a fraction like 8/255 is fine. Default: 0.1 for digits, 8/255 otherwise (the same in every command)."),
-    steps: int = typer.Option(50, "--steps", help="PGD iterations (paper: 50)."),
-    step_size: Optional[str] = typer.Option(None, "--step-size", help="Step per iteration, pixel scale. Default 2.5*eps/steps."),
-    random_start: bool = typer.Option(True, "--random-start/--no-random-start", help="Start from uniform noise in the eps-ball (seeded per sample)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random start."),
+    attack_name: str = c.AttackOpt,
+    eps: Optional[str] = typer.Option(None, "--eps", help="L-infinity budget in pixel scale [0, 1]; a fraction like 8/255 is fine. Default: 0.1 for digits, 8/255 otherwise (the same in every command). uint8 files store floor(255 eps)/255."),
+    steps: int = c.StepsOpt,
+    step_size: Optional[str] = c.StepSizeOpt,
+    random_start: Optional[bool] = typer.Option(None, "--random-start/--no-random-start", help="Start from uniform noise in the eps-ball (seeded per sample). Default: the attack's published choice (on for pgd, apgd-ce, lf-pgd; off for mifgsm, vmifgsm)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random start and of any sampling inside the attack (per sample: files do not depend on batch size, shard or device)."),
+    decay: Optional[float] = c.DecayOpt,
+    vmi_samples: Optional[int] = c.VmiSamplesOpt,
+    vmi_beta: Optional[float] = c.VmiBetaOpt,
+    rho: Optional[float] = c.RhoOpt,
+    band: Optional[float] = c.BandOpt,
     storage: str = typer.Option("uint8", "--storage", help="Storage dtype of clean/adv images: uint8, float16 or float32. The eps bound holds exactly after rounding."),
     batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
@@ -53,29 +59,27 @@ def attack(
 
         satkit attack resnet50 --data val/ --shard $SLURM_ARRAY_TASK_ID/8 -o adv/resnet50.$SLURM_ARRAY_TASK_ID.safetensors
     """
-    from satkit.attacks import AttackParams
-    from satkit.data import DataRequest, default_eps
+    from satkit.data import DataRequest
     from satkit.devices import resolve_device
+    from satkit.io.pixels import budget_text
     from satkit.jobs import AttackJob, attack_into_file
 
     c.set_quiet(quiet)
-    params = AttackParams(
-        eps=c.parse_fraction(eps, "--eps") if eps else default_eps(data), steps=steps,
-        step_size=c.parse_fraction(step_size, "--step-size") if step_size else None,
-        random_start=random_start, seed=seed, storage=storage,
-    )
+    params = c.attack_params(data, attack_name, eps, steps, step_size, seed, storage, random_start,
+                             decay=decay, samples=vmi_samples, beta=vmi_beta, rho=rho, band=band)
     job = AttackJob(model, data=DataRequest(data, n, data_seed, canvas, labels), params=params,
                     model_options=c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name, model_kwargs),
                     batch_size=c.batch_size_value(batch_size), amp=amp, compile=compile_, shard=c.parse_shard(shard))
     dev = resolve_device(device)
     with c.progress_bar() as p:
-        label = f"attack {job.name} (eps={params.eps:.4g}, {params.steps} steps, {dev})"
+        label = f"{params.attack} {job.name} (eps={params.eps:.4g}, {params.steps} steps, {dev})"
         if job.shard is not None:
             label += f", shard {job.shard[0]}/{job.shard[1]}"
         o = attack_into_file(job, output, device=dev, rerun=c.rerun_line(), progress=c.task_callback(p, label))
     st = o.stats
     c.info(
         f"{o.name}: {o.n} images, clean accuracy {st['source_clean_accuracy']:.1%}, attack success "
-        f"{st['attack_success_rate']:.1%} of correctly classified (eps={params.eps:.4g}, {params.steps} steps); "
+        f"{st['attack_success_rate']:.1%} of correctly classified ({params.attack}, {budget_text(params.eps, params.storage)}, "
+        f"{params.steps} steps); "
         + ("wrote to stdout" if str(output) == "-" else f"wrote {output}")
     )

@@ -349,6 +349,33 @@ DataSeedOpt = typer.Option(0, "--data-seed", help="Seed of the --n sample.")
 CanvasOpt = typer.Option(None, "--canvas", help="Canvas size in px every model sees (default: 16 for digits, 224 for folders).")
 
 
+# Attack choice and attack-specific options, shared by `attack` and `study`. The help texts are
+# written here (importing the registry would import torch for every --help); a test keeps them
+# in step with satkit.attacks.ATTACKS.
+AttackOpt = typer.Option("pgd", "--attack", help="pgd (the paper's: Madry et al.), mifgsm (momentum, Dong et al.), vmifgsm (variance-tuned MI-FGSM, Wang & He), apgd-ce (APGD with cross-entropy, Croce & Hein: AutoAttack's core) or lf-pgd (PGD in a low-frequency DCT band). All L-infinity, untargeted; see docs/attacks.md.")
+StepsOpt = typer.Option(50, "--steps", help="Attack iterations (paper: 50 PGD steps). vmifgsm costs 1 + --vmi-samples gradients per step.")
+StepSizeOpt = typer.Option(None, "--step-size", help="Step per iteration, pixel scale. Default: 2.5*eps/steps (pgd, lf-pgd), eps/steps (mifgsm, vmifgsm), 2*eps initial step halved at checkpoints (apgd-ce).")
+DecayOpt = typer.Option(None, "--decay", help="mifgsm, vmifgsm: momentum decay mu. Default 1.0.")
+VmiSamplesOpt = typer.Option(None, "--vmi-samples", help="vmifgsm: neighbours per step for the gradient variance (N). Default 20.")
+VmiBetaOpt = typer.Option(None, "--vmi-beta", help="vmifgsm: neighbourhood radius in units of eps. Default 1.5.")
+RhoOpt = typer.Option(None, "--rho", help="apgd-ce: fraction of improving steps below which a checkpoint halves the step. Default 0.75.")
+BandOpt = typer.Option(None, "--band", help="lf-pgd: fraction of DCT frequencies kept along each image axis. Default 0.25.")
+
+
+def attack_params(data: str, attack: str, eps: Optional[str], steps: int, step_size: Optional[str],
+                  seed: int, storage: str, random_start: Optional[bool] = None, **options):
+    """AttackParams from CLI values; ``options`` maps option keywords (decay, samples, ...) to a value or None."""
+    from satkit.attacks import AttackParams
+    from satkit.data import default_eps
+
+    return AttackParams(
+        eps=parse_fraction(eps, "--eps") if eps else default_eps(data), steps=steps,
+        step_size=parse_fraction(step_size, "--step-size") if step_size else None,
+        random_start=random_start, seed=seed, storage=storage, attack=attack,
+        options={k: v for k, v in options.items() if v is not None},
+    )
+
+
 def model_options(arch, allow_pickle, pretrained, mean=None, std=None, input_size=None, name=None, model_kwargs=None):
     from satkit.models import ModelOptions
 

@@ -33,6 +33,7 @@ def info(
         return
     from safetensors import safe_open
 
+    from satkit.io.pixels import eps_steps_uint8
     from satkit.provenance import printable
 
     lines = [f"{file}: {f.format} v{f.version}"]
@@ -45,8 +46,13 @@ def info(
     if m:
         lines.append(f"  model: {m.get('name')} ({m.get('kind')}, weights {m.get('weights_id')})")
     if a:
-        lines.append(f"  attack: {a.get('attack')} eps={a.get('eps')} steps={a.get('steps')} step_size={a.get('step_size')} "
-                     f"random_start={a.get('random_start')} seed={a.get('seed')}")
+        eps, storage = a.get("eps"), p.get("storage_dtype", a.get("storage"))
+        stored = (f" (stored {eps_steps_uint8(eps)}/255 = {eps_steps_uint8(eps) / 255:.4g})"
+                  if storage == "uint8" and isinstance(eps, (int, float)) and 0 <= eps <= 1 else "")
+        opts = a.get("options")
+        lines.append(f"  attack: {a.get('attack')} eps={eps}{stored} steps={a.get('steps')} step_size={a.get('step_size')} "
+                     f"random_start={a.get('random_start')} seed={a.get('seed')}"
+                     + ("".join(f" {k}={v}" for k, v in opts.items()) if isinstance(opts, dict) else ""))
     if d:
         lines.append(f"  data: {d.get('source')} n={d.get('n')} canvas={d.get('canvas')} fingerprint={d.get('fingerprint')}")
     if _section(p, "stats"):
@@ -164,8 +170,10 @@ def _attack_args(p: dict) -> list[str]:
     if not a:
         raise _Malformed("attack")
     parts = _common_args(p, "attack")
-    if a.get("attack", "pgd") != "pgd":  # the only attack the CLI runs
+    attack_name = a.get("attack", "pgd")
+    if not isinstance(attack_name, str) or not attack_name.replace("-", "").isalnum():
         raise _Malformed("attack.attack")
+    option_args = _attack_option_args(a) if attack_name != "pgd" else []
     if not isinstance(a.get("random_start"), bool):
         raise _Malformed("attack.random_start")
     storage = p.get("storage_dtype", a.get("storage", "uint8"))
@@ -176,13 +184,28 @@ def _attack_args(p: dict) -> list[str]:
               "--step-size", _float(a.get("step_size"), "attack.step_size", 0.0, 1.0, lo_open=True),
               "--random-start" if a["random_start"] else "--no-random-start",
               "--seed", _int(a.get("seed", 0), "attack.seed", -_MAX_INT),
-              "--storage", storage]
+              "--storage", storage, *option_args]
     if p.get("batch_size") is not None:
         parts += ["--batch-size", _int(p["batch_size"], "batch_size", 1)]
     parts += ["-o", "OUT.safetensors"]
     if m.get("arch") is not None:
         parts += ["--arch", _text(m["arch"], "model.arch")]
     return parts
+
+
+def _attack_option_args(a: dict) -> list[str]:
+    """``--attack NAME`` and its option flags, from settings the registry accepts (else the file is malformed)."""
+    from satkit.attacks import ATTACKS, AttackParams
+    from satkit.errors import SatkitError
+
+    if a.get("attack") not in ATTACKS:
+        raise _Malformed("attack.attack")
+    try:
+        params = AttackParams.from_dict(a)
+    except (SatkitError, KeyError, TypeError, ValueError):
+        raise _Malformed("attack") from None
+    flags = {o.name: o.flag for o in params.spec.options}
+    return ["--attack", params.attack, *[x for k, v in params.options for x in (flags[k], repr(v))]]
 
 
 def _logits_args(p: dict, keys: Sequence[str]) -> list[str]:

@@ -22,10 +22,16 @@ def study(
     data_seed: int = c.DataSeedOpt,
     canvas: Optional[int] = c.CanvasOpt,
     labels: Optional[str] = c.LabelsOpt,
-    eps: Optional[str] = typer.Option(None, "--eps", help="L-infinity budget, pixel scale. Default: 0.1 for digits (see docs/study.md), 8/255 otherwise (the same in every command)."),
-    steps: int = typer.Option(50, "--steps", help="PGD iterations (paper: 50)."),
-    step_size: Optional[str] = typer.Option(None, "--step-size", help="Default 2.5*eps/steps."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the PGD random start."),
+    attack_name: str = c.AttackOpt,
+    eps: Optional[str] = typer.Option(None, "--eps", help="L-infinity budget, pixel scale. Default: 0.1 for digits (see docs/study.md), 8/255 otherwise (the same in every command). uint8 files store floor(255 eps)/255."),
+    steps: int = c.StepsOpt,
+    step_size: Optional[str] = c.StepSizeOpt,
+    seed: int = typer.Option(0, "--seed", help="Seed of the attack's random start and sampling (per sample)."),
+    decay: Optional[float] = c.DecayOpt,
+    vmi_samples: Optional[int] = c.VmiSamplesOpt,
+    vmi_beta: Optional[float] = c.VmiBetaOpt,
+    rho: Optional[float] = c.RhoOpt,
+    band: Optional[float] = c.BandOpt,
     storage: str = typer.Option("uint8", "--storage", help="Storage dtype of clean/adv images: uint8, float16 or float32."),
     eps_s: float = typer.Option(1.0, "--eps-s", help="SAT floor in percent (see satkit matrix)."),
     batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
@@ -66,13 +72,13 @@ def study(
         satkit study m1 m2 m3 m4 --data /shared/val --ray auto -o /shared/study   # on a Ray cluster
 
         satkit study --ci 0.95                         # sat_long.csv gets 95 % intervals per cell
+
+        satkit study --attack mifgsm -o study-mifgsm   # the same matrix under another attack (satkit compare)
     """
     import contextlib
     import time
 
-    from satkit.attacks import AttackParams
     from satkit.cli.render import render_matrix
-    from satkit.data import default_eps
     from satkit.devices import resolve_device
     from satkit.study import StudyConfig, run_study
 
@@ -80,10 +86,8 @@ def study(
     shard_ = c.parse_shard(shard)
     if devices is not None and ray is not None:
         c.fail("--devices and --ray cannot be combined: give one")
-    params = AttackParams(
-        eps=c.parse_fraction(eps, "--eps") if eps else default_eps(data), steps=steps,
-        step_size=c.parse_fraction(step_size, "--step-size") if step_size else None, seed=seed, storage=storage,
-    )
+    params = c.attack_params(data, attack_name, eps, steps, step_size, seed, storage,
+                             decay=decay, samples=vmi_samples, beta=vmi_beta, rho=rho, band=band)
     cfg = StudyConfig.create(models, out, data=data, n=n, data_seed=data_seed, canvas=canvas, labels=labels, params=params,
                              batch_size=c.batch_size_value(batch_size), amp=amp, model_options=c.model_options(None, False, pretrained),
                              per_sample=per_sample, compile=compile_, eps_s=eps_s, k=k, ci=ci, analyses=analyses,

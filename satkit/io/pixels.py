@@ -13,6 +13,14 @@ import torch
 STORAGE_DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32}
 
 
+def budget_text(eps: float, storage: str) -> str:
+    """The budget as the stored files hold it: ``eps=0.1 (stored 25/255 = 0.098)`` for uint8, ``eps=0.1`` otherwise."""
+    if storage != "uint8":
+        return f"eps={eps:.4g}"
+    k = eps_steps_uint8(eps)
+    return f"eps={eps:.4g} (stored {k}/255 = {k / 255:.4g})"
+
+
 def eps_steps_uint8(eps: float) -> int:
     """Largest k with k/255 <= eps (in float64): the bound in 8-bit steps."""
     k = math.floor(eps * 255)

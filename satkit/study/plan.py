@@ -77,7 +77,7 @@ def plan_study(cfg: StudyConfig) -> StudyPlan:
         models=len(cfg.models), samples=samples, steps=cfg.params.steps,
         attacks=todo_attacks, attacks_done=len(done),
         transfer_evaluations=todo_pairs, transfer_done=pairs_done,
-        attack_forward_backward=todo_attacks * samples * cfg.params.steps,
+        attack_forward_backward=todo_attacks * samples * cfg.params.gradients_per_sample,
         attack_forward=todo_attacks * samples * 2,
         transfer_forward_max=todo_pairs * samples,
         model_loads=todo_attacks + (len(cfg.models) if todo_pairs else 0),

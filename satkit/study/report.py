@@ -339,10 +339,15 @@ def rerun_command(root: Path, s: StudySettings, random_init: bool = False) -> st
             argv += ["--canvas", str(s.data.canvas)]
         if getattr(s.data, "labels", None):
             argv += ["--labels", text(s.data.labels, "labels")]
+        if p.attack != "pgd":
+            argv += ["--attack", p.attack]
         argv += ["--eps", _eps_arg(p.eps)]
         argv += ["--steps", str(p.steps)]
-        if not math.isclose(p.alpha, 2.5 * p.eps / p.steps, rel_tol=1e-12, abs_tol=0.0):
+        if not math.isclose(p.alpha, p.spec.default_step(p.eps, p.steps), rel_tol=1e-12, abs_tol=0.0):
             argv += ["--step-size", repr(p.alpha)]
+        flags = {o.name: o.flag for o in p.spec.options}
+        for name, value in p.options:
+            argv += [flags[name], repr(value)]
         if p.seed:
             argv += ["--seed", str(p.seed)]
         if p.storage != "uint8":
@@ -359,8 +364,8 @@ def rerun_command(root: Path, s: StudySettings, random_init: bool = False) -> st
     except ValueError as err:
         return f"(cannot be rebuilt: {err} holds characters a command line cannot carry safely)"
     line = shell_quote(argv)
-    if not p.random_start:
-        line += "   # recorded without random start, which satkit study cannot set"
+    if p.random_start != p.spec.random_start:
+        line += f"   # recorded with random start {'on' if p.random_start else 'off'}, which satkit study cannot set"
     return line
 
 
@@ -387,8 +392,9 @@ def _settings_section(root: Path, s: StudySettings, models: pl.DataFrame | None,
         ("sample", e(f"{s.data.n} images, seed {s.data.seed}" if s.data.n else "all images")
          + (e(f", canvas {s.data.canvas} px") if s.data.canvas else "")),
         ("data fingerprint", f"<code>{e(s.fingerprint)}</code>"),
-        ("attack", e(f"{p.attack.upper()} L-inf, eps {_eps_text(p.eps)}, {p.steps} steps, step size {p.alpha:.6g}, "
-                     f"random start {'on' if p.random_start else 'off'}, seed {p.seed}")),
+        ("attack", e(f"{p.attack.upper()} L-inf ({p.spec.reference}), eps {_eps_text(p.eps)}, {p.steps} steps, "
+                     f"step size {p.alpha:.6g}, random start {'on' if p.random_start else 'off'}, seed {p.seed}"
+                     + "".join(f", {k} {v:g}" for k, v in p.options))),
         ("stored budget", e(stored)),
         ("SAT floor eps_s", e(f"{s.eps_s:g} %")),
         ("autocast", e(s.amp)),
