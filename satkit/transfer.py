@@ -4,6 +4,9 @@ For one target and one attack file (source A) over the clean set X:
 
 - ``n_both`` = |X_AB|: samples the source AND the target classify correctly when clean
 - ``n_fooled``: samples of X_AB whose adversarial example made on A the target gets wrong
+- ``n_same_class``: those of them the target puts in the same wrong class as A does
+  (the direction of misclassification, the paper's appendix G.2); empty for attack
+  files made before satkit stored A's adversarial predictions
 
 Each target is loaded once; its clean predictions are computed once per clean
 set (all files share one, checked by fingerprint); only X_AB samples get a
@@ -45,8 +48,10 @@ class TransferResult:
 TRANSFER_SCHEMA = {
     "source": pl.Utf8, "target": pl.Utf8, "n": pl.Int64, "n_source_correct": pl.Int64, "n_target_correct": pl.Int64,
     "n_both": pl.Int64, "n_fooled": pl.Int64, "fingerprint": pl.Utf8, "attack_key": pl.Utf8,
-    "target_weights_id": pl.Utf8, "eps": pl.Float64, "steps": pl.Int64, "attack": pl.Utf8,
+    "target_weights_id": pl.Utf8, "eps": pl.Float64, "steps": pl.Int64, "attack": pl.Utf8, "n_same_class": pl.Int64,
 }
+# columns added after the first release: tables written before them are still read (the column is empty)
+ADDED_COLUMNS = ("n_same_class",)
 
 
 def open_attack_files(paths: Iterable[str], verify: bool = True) -> list[SatkitFile]:
@@ -162,6 +167,7 @@ def _transfer_one(target, f: SatkitFile, labels, target_correct, batch_size, amp
         if len(idx):
             adv_pred[idx] = target.logits_of(ahead(read, _batches(len(idx), batch_size)), len(idx), amp_dtype).argmax(1)
     fooled = both & (adv_pred != labels)
+    same = fooled & (adv_pred == f.get("source_adv_pred")) if "source_adv_pred" in f.keys else None
     attack = prov.get("attack", {})
     row = {
         "source": prov["model"]["name"],
@@ -177,6 +183,7 @@ def _transfer_one(target, f: SatkitFile, labels, target_correct, batch_size, amp
         "eps": float(attack.get("eps", float("nan"))),
         "steps": int(attack.get("steps", 0)),
         "attack": str(attack.get("attack", "")),
+        "n_same_class": int(same.sum()) if same is not None else None,
     }
     ps = None
     if per_sample:
@@ -190,5 +197,6 @@ def _transfer_one(target, f: SatkitFile, labels, target_correct, batch_size, amp
             "target_correct": target_correct.numpy(),
             "target_adv_pred": adv_pred.numpy(),
             "fooled": fooled.numpy(),
+            "same_class": same.numpy() if same is not None else pl.Series([None] * len(labels), dtype=pl.Boolean),
         })
     return row, ps, int(len(idx))

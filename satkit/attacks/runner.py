@@ -173,6 +173,7 @@ def run_attack(
     labels = data.labels
     source_correct = torch.empty(n, dtype=torch.bool)
     source_adv_correct = torch.empty(n, dtype=torch.bool)
+    source_adv_pred = torch.empty(n, dtype=torch.int64)  # the wrong class each adversarial lands in (same-class rates)
     clean_logits: torch.Tensor | None = None  # kept: ensembles and accuracy need no second pass
     if progress:
         progress(0, n)
@@ -194,7 +195,8 @@ def run_attack(
         clean_logits[sl] = b.clean_logits
         source_correct[sl] = b.clean_logits.argmax(1) == labels[sl]
         adv_store[sl] = b.stored
-        source_adv_correct[sl] = b.adv_logits.argmax(1) == labels[sl]
+        source_adv_pred[sl] = b.adv_logits.argmax(1)
+        source_adv_correct[sl] = source_adv_pred[sl] == labels[sl]
         if progress:
             progress(sl.stop, n)
 
@@ -218,6 +220,7 @@ def run_attack(
         "ids": data.ids.clone(),
         "source_correct": source_correct,
         "source_adv_correct": source_adv_correct,
+        "source_adv_pred": source_adv_pred,
         "clean_logits": clean_logits,
     }
     prov: dict[str, Any] = {

@@ -19,6 +19,7 @@ from satkit.errors import InputFileError, MismatchError, ParameterError
 from satkit.io.verify import verify_attack_tensors
 
 SHARDED_TENSORS = ("clean", "adv", "labels", "ids", "source_correct", "source_adv_correct", "clean_logits")
+OPTIONAL_TENSORS = ("source_adv_pred",)  # absent from files made before same-class rates
 
 
 def shard_rows(n: int, batch_size: int, shard: tuple[int, int]) -> tuple[int, int]:
@@ -64,7 +65,8 @@ def merge_shards(files: list[Any]) -> tuple[dict[str, torch.Tensor], dict[str, A
     if stop != ref.provenance["shard"]["n_total"]:
         raise MismatchError(f"the shards cover {stop} of {ref.provenance['shard']['n_total']} images")
     tensors = {}
-    for name in SHARDED_TENSORS:
+    names = [*SHARDED_TENSORS, *(k for k in OPTIONAL_TENSORS if all(k in f.keys for f in ordered))]
+    for name in names:
         parts = [f.get(name) for f in ordered if f.provenance["shard"]["stop"] > f.provenance["shard"]["start"]]
         tensors[name] = torch.cat(parts) if parts else ordered[0].get(name)
     prov = {k: v for k, v in ref.provenance.items() if k not in ("shard", "rerun", "stats")}

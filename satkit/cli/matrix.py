@@ -15,6 +15,7 @@ def matrix(
     output: str = typer.Option("-", "--output", "-o", help="SAT matrix CSV (square: first column = row names, header = the same names); - for stdout."),
     long: Optional[Path] = typer.Option(None, "--long", help="Also write the long table: one row per pair with |X_AB|, both fool rates and SAT."),
     eps_s: float = typer.Option(1.0, "--eps-s", help="Floor inside the log, in percent (1e-20 <= eps_s < 100): SAT = ln(max(eps_s, 100*rate)). Default 1 keeps SAT in [0, ln 100]."),
+    same_class: Optional[Path] = typer.Option(None, "--same-class", help="Also write the same-class matrix (square CSV): per pair, the fraction of X_AB whose transferred adversarial the target puts in the source's own wrong class, averaged over both directions (the paper's appendix G.2). Needs tables from attack files that store source_adv_pred."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the heatmap: .png, .svg or .pdf (hierarchical order with its tree; satkit study orders by cluster)."),
     show: bool = typer.Option(True, "--show/--no-show", help="Print the matrix as a coloured table on stderr."),
     per_sample: Optional[List[Path]] = typer.Option(None, "--per-sample", help="Per-sample outcome tables (satkit transfer --per-sample), for --ci."),
@@ -34,6 +35,8 @@ def matrix(
         satkit matrix transfer/*.csv -o sat.csv --plot sat.png                # and the heatmap
 
         satkit matrix t.csv --per-sample samples.parquet --ci 0.95 --long long.csv   # is my sample big enough?
+
+        satkit matrix transfer/*.csv -o sat.csv --same-class same.csv     # same wrong class, per pair
     """
     from satkit.matrix.sat import build_matrix
     from satkit.cli.render import render_matrix
@@ -43,7 +46,7 @@ def matrix(
     c.set_quiet(quiet)
     from satkit.cli.cluster import check_plot_path
 
-    check_outputs({"-o": output, "--long": long, "--plot": plot}, [*tables, *(per_sample or [])])
+    check_outputs({"-o": output, "--long": long, "--same-class": same_class, "--plot": plot}, [*tables, *(per_sample or [])])
     check_plot_path(plot, "--plot")
     if tables.count("-") > 1:
         c.fail("stdin (-) can be given only once")
@@ -57,9 +60,14 @@ def matrix(
         samples = [read_table(p, "per-sample table") for p in per_sample]
         intervals = bootstrap_ci(samples, m.names, eps_s=eps_s, level=ci, n_boot=n_boot, where=[str(p) for p in per_sample], matrix=m)
         m.long = m.long.join(intervals, on=["a", "b"], how="left")
+    if same_class is not None and m.same_class is None:
+        c.fail("--same-class needs the n_same_class column, which these tables lack: remake the attack files "
+               "and transfer tables with this satkit")
     for w in m.warnings:
         c.warn(w)
     write_table(m.frame(), output)
+    if same_class is not None:
+        write_table(m.frame(m.same_class), same_class)
     if long is not None:
         write_table(m.long, long)
     if plot is not None:

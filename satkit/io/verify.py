@@ -357,7 +357,15 @@ def _check_attack(t: Any, prov: Any, fail: _Fail) -> None:
     classes = p["classes"] if logits is None else min(p["classes"], logits.shape[1])
     _check_labels(labels, classes, fail)
     source_correct = _check_bool(t, "source_correct", fail)
-    _check_bool(t, "source_adv_correct", fail)
+    source_adv_correct = _check_bool(t, "source_adv_correct", fail)
+    if t.has("source_adv_pred"):  # optional: files made before same-class rates lack it
+        _expect_dtype(t, "source_adv_pred", (torch.int64,), fail)
+        _expect_rows(t, ("source_adv_pred",), n, fail)
+        pred = t.get("source_adv_pred")
+        if len(pred) and (int(pred.min()) < 0 or int(pred.max()) >= p["classes"]):
+            raise fail(f"tensor 'source_adv_pred' holds classes outside 0..{p['classes'] - 1}")
+        if not torch.equal(pred == labels, source_adv_correct):
+            raise fail("tensor 'source_adv_pred' disagrees with 'source_adv_correct'")
 
     eps = p["eps"]
     fp = Fingerprinter(shape, torch.uint8)  # the clean set is hashed as 8-bit images, whatever the storage

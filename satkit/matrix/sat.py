@@ -99,25 +99,28 @@ class SatMatrix:
     long: pl.DataFrame
     warnings: list[str] = field(default_factory=list)
     eps_s: float = DEFAULT_EPS_S
+    # per pair, the mean over both directions of n_same_class / |X_AB|; None when the tables lack the column
+    same_class: np.ndarray | None = None
 
-    def frame(self) -> pl.DataFrame:
+    def frame(self, values: np.ndarray | None = None) -> pl.DataFrame:
         """The square layout: first column holds row names, header holds the same names.
 
         The first column is called ``model`` unless a model has that name; then
         it is left unnamed (the reader ignores that header), since two columns
         with one name would silently merge.
         """
+        values = self.values if values is None else values
         corner = "model" if "model" not in self.names else ""
         cols: dict[str, object] = {corner: self.names}
         for j, n in enumerate(self.names):
-            cols[n] = [None if math.isnan(v) else float(v) for v in self.values[:, j]]
+            cols[n] = [None if math.isnan(v) else float(v) for v in values[:, j]]
         return pl.DataFrame(cols, schema={corner: pl.Utf8, **{n: pl.Float64 for n in self.names}})
 
 
 # ----------------------------------------------------------------------------- checking transfer tables
 
 # count columns of a transfer table; the first two are required, the others checked when present
-_COUNTS = ("n_both", "n_fooled", "n", "n_source_correct", "n_target_correct")
+_COUNTS = ("n_both", "n_fooled", "n", "n_source_correct", "n_target_correct", "n_same_class")
 _MAX_COUNT = 2**53  # float64 holds whole numbers exactly up to here; no clean set comes near
 _SHOWN = 30  # characters of a bad cell quoted in a message
 
@@ -193,6 +196,7 @@ def _count_column(df: pl.DataFrame, col: str, where: str, pair: list[str]) -> pl
 
 # (smaller, larger, why): every row must have smaller <= larger where both are present
 _ORDER = (
+    ("n_same_class", "n_fooled", "same-class samples are fooled samples"),
     ("n_fooled", "n_both", "the fooled samples are part of X_AB"),
     ("n_both", "n_source_correct", "X_AB holds samples the source classifies correctly"),
     ("n_both", "n_target_correct", "X_AB holds samples the target classifies correctly"),
@@ -231,7 +235,7 @@ def check_transfer_table(df: pl.DataFrame, where: str = "transfer table") -> pl.
 
 def _dedupe(df: pl.DataFrame) -> pl.DataFrame:
     """The same (source, target) may appear in several tables; identical rows are fine, conflicts are not."""
-    keep = [c for c in ("source", "target", "n_both", "n_fooled", "attack_key", "fingerprint") if c in df.columns]
+    keep = [c for c in ("source", "target", "n_both", "n_fooled", "n_same_class", "attack_key", "fingerprint") if c in df.columns]
     d = df.select(keep).unique(maintain_order=True)
     dup = d.group_by(["source", "target"]).len().filter(pl.col("len") > 1)
     if dup.height:
@@ -282,8 +286,12 @@ def build_matrix(
     if not names:
         raise InputFileError("no model is both a source and a target in these tables; transfer every attack file to every model")
     counts = {(r["source"], r["target"]): (int(r["n_both"]), int(r["n_fooled"])) for r in df.iter_rows(named=True)}
+    # all or nothing: a matrix with holes where old files lack the counts would read as measured
+    has_same = "n_same_class" in df.columns and df["n_same_class"].null_count() == 0
+    same = {(r["source"], r["target"]): r["n_same_class"] for r in df.iter_rows(named=True)} if has_same else {}
     n = len(names)
     M = np.full((n, n), np.nan)
+    C = np.full((n, n), np.nan)
     long_rows = []
     for i in range(n):
         for j in range(i, n):
@@ -304,17 +312,27 @@ def build_matrix(
             else:
                 v = sat_value(ab[1], ba[1], nb, eps_s)
             M[i, j] = M[j, i] = v
-            long_rows.append({
+            row = {
                 "a": a, "b": b, "n_both": nb,
                 "fool_rate_a_to_b": ab[1] / nb if nb else None,
                 "fool_rate_b_to_a": ba[1] / nb if nb else None,
                 "sat": None if math.isnan(v) else v,
-            })
-    long = pl.DataFrame(long_rows, schema={"a": pl.Utf8, "b": pl.Utf8, "n_both": pl.Int64, "fool_rate_a_to_b": pl.Float64, "fool_rate_b_to_a": pl.Float64, "sat": pl.Float64})
-    return SatMatrix(names=names, values=M, long=long, warnings=warnings, eps_s=eps_s)
+            }
+            if has_same:
+                sab, sba = same.get((a, b)), same.get((b, a))
+                row["same_class_a_to_b"] = sab / nb if nb and sab is not None else None
+                row["same_class_b_to_a"] = sba / nb if nb and sba is not None else None
+                if row["same_class_a_to_b"] is not None and row["same_class_b_to_a"] is not None:
+                    C[i, j] = C[j, i] = (row["same_class_a_to_b"] + row["same_class_b_to_a"]) / 2
+            long_rows.append(row)
+    schema = {"a": pl.Utf8, "b": pl.Utf8, "n_both": pl.Int64, "fool_rate_a_to_b": pl.Float64, "fool_rate_b_to_a": pl.Float64, "sat": pl.Float64}
+    if has_same:
+        schema |= {"same_class_a_to_b": pl.Float64, "same_class_b_to_a": pl.Float64}
+    long = pl.DataFrame(long_rows, schema=schema)
+    return SatMatrix(names=names, values=M, long=long, warnings=warnings, eps_s=eps_s, same_class=C if has_same else None)
 
 
-_KEEP = {"source", "target", "n_both", "n_fooled", "fingerprint", "attack_key", "eps", "steps", "attack"}
+_KEEP = {"source", "target", "n_both", "n_fooled", "n_same_class", "fingerprint", "attack_key", "eps", "steps", "attack"}
 
 
 # ----------------------------------------------------------------------------- bootstrap intervals

@@ -22,7 +22,7 @@ from satkit.io.verify import verify_file
 from satkit.jobs import attack_into_file, evaluate_target
 from satkit.models.registry import expected_weights_id
 from satkit.study.config import StudyConfig
-from satkit.transfer import TRANSFER_SCHEMA, open_attack_files
+from satkit.transfer import ADDED_COLUMNS, TRANSFER_SCHEMA, open_attack_files
 
 
 @dataclass
@@ -114,7 +114,7 @@ def transfer_job(cfg: StudyConfig, spec: str, device: Any = "cpu", progress=None
     if cfg.per_sample:  # written first: the table is what marks a pair as done
         ps = o.result.per_sample_table()
         if st.kept_samples is not None and st.kept_samples.height:
-            ps = pl.concat([st.kept_samples, ps], how="vertical_relaxed")
+            ps = pl.concat([st.kept_samples, ps], how="diagonal_relaxed")
         write_table(ps.sort(["source", "id"]), cfg.dir.samples_path(spec))
     write_table(table.sort("source"), cfg.dir.transfer_path(spec))
     return JobReport("transfer", spec, o.name, ran=True, model_loads=1, forward_samples=o.result.forward_samples,
@@ -129,6 +129,7 @@ def _stored_table(path: Path, target_name: str, weights_id: str | None) -> pl.Da
         df = read_table(path, "transfer table")
     except SatkitError:
         return None
+    df = df.with_columns([pl.lit(None, dtype=TRANSFER_SCHEMA[c]).alias(c) for c in ADDED_COLUMNS if c not in df.columns])
     if not set(TRANSFER_SCHEMA).issubset(df.columns) or (df.height and set(df["target"].to_list()) != {target_name}):
         return None
     if df.height and set(df["target_weights_id"].to_list()) != {weights_id}:

@@ -8,6 +8,7 @@ Layout::
     transfer/<model>.samples.parquet   per-sample outcomes of that target
     logits/<model>.safetensors  clean logits (from the attack files: no extra model run)
     sat.csv, sat_long.csv   the SAT matrix, square and one row per pair
+    same_class.csv          per pair, the share of X_AB fooled into the same wrong class (both directions' mean)
     sat.png, sat.svg        the heatmap of the matrix
     models.csv              per-model summary (accuracy, self-attack success, stored budget, size, cluster)
     clusters.csv, keywords.csv, importance.csv, ensemble*.csv/json, *.png   analyses

@@ -213,11 +213,13 @@ def _matrix(cfg: StudyConfig) -> SatMatrix:
     tables = [read_table(study.transfer_path(m), "transfer table") for m in cfg.models]
     mat = build_matrix(tables, eps_s=cfg.eps_s)
     if cfg.ci is not None:
-        samples = pl.concat([read_table(study.samples_path(m), "per-sample table") for m in cfg.models], how="vertical_relaxed")
+        samples = pl.concat([read_table(study.samples_path(m), "per-sample table") for m in cfg.models], how="diagonal_relaxed")
         ci = bootstrap_ci(samples, mat.names, eps_s=cfg.eps_s, level=cfg.ci, seed=cfg.params.seed, matrix=mat)
         mat.long = mat.long.join(ci, on=["a", "b"], how="left")
     write_table(mat.frame(), study.root / "sat.csv")
     write_table(mat.long, study.root / "sat_long.csv")
+    if mat.same_class is not None:
+        write_table(mat.frame(mat.same_class), study.root / "same_class.csv")
     return mat
 
 
