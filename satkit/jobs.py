@@ -71,7 +71,7 @@ class AttackOutcome:
     ran: bool  # False: a current file was reused
     provenance: dict[str, Any]
     model_loads: int = 0
-    forward_samples: int = 0  # images through the source: gradients + 2 per sample
+    forward_samples: int = 0  # images through the source: 1 per sample (clean) + gradients + 1 per attacked sample
     seconds: float = 0.0
 
     @property
@@ -165,7 +165,7 @@ def attack_into_file(
             res = run_attack(lm, src, params, batch_size=bs, amp=job.amp, progress=progress)
     save_attack(res, out, rerun=rerun)
     return AttackOutcome(Path(out), lm.name, ran=True, provenance=res.provenance, model_loads=1,
-                         forward_samples=len(res.tensors["labels"]) * (params.gradients_per_sample + 2), seconds=time.perf_counter() - t0)
+                         forward_samples=len(res.tensors["labels"]) + res.provenance["stats"]["attacked"] * (params.gradients_per_sample + 1), seconds=time.perf_counter() - t0)
 
 
 @dataclass

@@ -145,7 +145,7 @@ def test_nan_during_the_attack_is_a_one_line_model_error(digits_small):
     with torch.no_grad():
         assert torch.isfinite(lm.module(as_float(digits_small.images[:4]))).all()  # the clean check cannot see it
     with pytest.raises(ModelError, match="model nan-model produced NaN/inf gradients or adversarial images on 16 sample") as e:
-        run_attack(lm, digits_small, AttackParams(eps=0.1, steps=2), batch_size=16)
+        run_attack(lm, digits_small, AttackParams(eps=0.1, steps=2, attack_all=True), batch_size=16)
     assert "\n" not in str(e.value)
 
 
@@ -296,7 +296,7 @@ def test_pipelined_attack_gives_the_plain_loop_tensors(digits_small, monkeypatch
 
     import satkit.attacks.runner as runner
 
-    params = AttackParams(eps=0.1, steps=3, storage=storage, seed=5)
+    params = AttackParams(eps=0.1, steps=3, storage=storage, seed=5, attack_all=True)
     threads = set()
     real = runner._pinned
 
@@ -310,6 +310,16 @@ def test_pipelined_attack_gives_the_plain_loop_tensors(digits_small, monkeypatch
     for k, v in want.items():
         assert torch.equal(got[k], v), k
     assert threads and all(n.startswith("satkit-prepare") for n in threads)  # the host work ran ahead, in the background
+    # the default attacks only the samples the source gets right, gathered into full batches across the set:
+    # those get the plain loop's adversarials exactly, the others keep their clean pixels
+    from dataclasses import replace
+
+    skip = run_attack(tiny_model(), digits_small, replace(params, attack_all=False), batch_size=16).tensors
+    sc = want["source_correct"]
+    assert 0 < int(sc.sum()) < len(sc)
+    assert torch.equal(skip["adv"][sc], want["adv"][sc]) and torch.equal(skip["adv"][~sc], want["clean"][~sc])
+    for k in ("clean", "source_correct", "clean_logits"):
+        assert torch.equal(skip[k], want[k]), k
 
 
 def test_predict_logits_reads_ahead_and_gives_the_plain_loop_logits(digits_small):

@@ -164,7 +164,7 @@ def test_prepared_host_batches_give_the_same_file(tmp_path, folder, monkeypatch)
     non_blocking) writes the same bytes; exercised on the CPU with pinning (which needs a GPU) recorded."""
     import satkit.attacks.runner as runner
 
-    params = AttackParams(eps=0.1, steps=2, storage="float16")
+    params = AttackParams(eps=0.1, steps=2, storage="float16", attack_all=True)  # the random tiny model is mostly wrong
     a = save_attack(run_attack(tiny_model(), load_data(str(folder), canvas=16), params, batch_size=4), tmp_path / "a.safetensors")
     calls = []
 
@@ -174,6 +174,10 @@ def test_prepared_host_batches_give_the_same_file(tmp_path, folder, monkeypatch)
 
     monkeypatch.setattr(runner, "_pinned", pinned)
     with open_data(str(folder), canvas=16).stream(workers=2) as s:
-        b = save_attack(run_attack(tiny_model(), s, params, batch_size=4), tmp_path / "b.safetensors")
-    assert sum(calls) == 2 * len(s)  # every batch's clean rows and random start went through the prepared path
+        rb = run_attack(tiny_model(), s, params, batch_size=4)
+        b = save_attack(rb, tmp_path / "b.safetensors")
+    attacked = rb.provenance["stats"]["attacked"]
+    assert attacked == len(s)
+    # every clean row (clean pass), and each attacked sample's row and random start, went through the prepared path
+    assert sum(calls) == len(s) + 2 * attacked
     assert _sha(a) == _sha(b)

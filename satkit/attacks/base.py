@@ -109,6 +109,8 @@ class AttackParams:
     attack: str = "pgd"
     storage: str = "uint8"
     options: Any = field(default=())  # a mapping or (name, value) pairs; stored as sorted pairs
+    # False: only the samples the source classifies correctly are attacked (the only ones SAT reads)
+    attack_all: bool = False
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.eps <= 1.0) or self.eps != self.eps:
@@ -161,6 +163,10 @@ class AttackParams:
             d["options"] = dict(self.options)
         else:
             del d["options"]  # PGD's dict (and so every PGD attack key) is unchanged by the registry
+        if not self.attack_all:
+            # absent when False: files made before the skip (every sample attacked) keep their keys and
+            # answer today's requests, as the samples SAT reads were attacked the same way
+            del d["attack_all"]
         return d
 
     @classmethod
@@ -169,8 +175,8 @@ class AttackParams:
         opts = a.get("options", {})
         if not isinstance(opts, Mapping):
             raise TypeError("attack options must be a mapping")
-        if not isinstance(a["random_start"], bool):
-            raise TypeError("random_start must be a bool")
+        if not isinstance(a["random_start"], bool) or not isinstance(a.get("attack_all", False), bool):
+            raise TypeError("random_start and attack_all must be booleans")
         return cls(eps=float(a["eps"]), steps=int(a["steps"]), step_size=float(a["step_size"]),
                    random_start=a["random_start"], seed=int(a["seed"]), attack=str(a.get("attack", "pgd")),
-                   storage=str(a["storage"]), options=dict(opts))
+                   storage=str(a["storage"]), options=dict(opts), attack_all=a.get("attack_all", False))

@@ -71,71 +71,79 @@ def check_labels(model: LoadedModel, data: CleanSet | ImageStream) -> None:
 
 @dataclass
 class _HostBatch:
-    sl: slice
-    ids: torch.Tensor
-    clean: torch.Tensor  # the stored clean rows (storage dtype)
+    rows: torch.Tensor  # indices into the clean set
+    clean: torch.Tensor  # the stored clean rows (storage dtype), pinned
     init: torch.Tensor | None  # the random start, or None
 
 
-def _host_batches(data: CleanSet | ImageStream, clean_store: torch.Tensor, params: AttackParams, batch_size: int,
-                  device: torch.device) -> Iterator[_HostBatch]:
-    """Each batch's host work, one batch ahead in a background thread: waiting for its decoded
-    rows, converting them to the storage dtype, drawing its random start, pinning both.
+def _host_batches(data: CleanSet | ImageStream, clean_store: torch.Tensor, order: torch.Tensor, params: AttackParams,
+                  batch_size: int, device: torch.device) -> Iterator[_HostBatch]:
+    """Each attack batch's host work, one batch ahead in a background thread: gathering its rows
+    (``order``, the samples to attack, cut into full batches), drawing its random start, pinning both.
     It overlaps the device's work on the previous batch; the values are the ones made in line."""
-    n = len(data)
-    stream = isinstance(data, ImageStream)
 
-    def prepare(sl: slice) -> _HostBatch:
-        if stream:
-            clean = clean_for_storage(data.wait(sl.start, sl.stop), params.storage)
-        else:
-            clean = clean_store[sl]
+    def prepare(rows: torch.Tensor) -> _HostBatch:
+        clean = clean_store[rows]
         init = None
         if params.random_start and params.eps > 0:
-            init = _pinned(random_start_noise(data.ids[sl], tuple(clean.shape[1:]), params.eps, params.seed), device)
-        return _HostBatch(sl, data.ids[sl], _pinned(clean, device), init)
+            init = _pinned(random_start_noise(data.ids[rows], tuple(clean.shape[1:]), params.eps, params.seed), device)
+        return _HostBatch(rows, _pinned(clean, device), init)
 
-    return ahead(prepare, (slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)))
+    return ahead(prepare, (order[s:s + batch_size] for s in range(0, len(order), batch_size)))
 
 
 @dataclass
 class _DeviceBatch:
     """One attacked batch, its results on their way to the host."""
 
-    sl: slice
-    clean_logits: torch.Tensor
+    rows: torch.Tensor
     adv_finite: torch.Tensor  # per sample
     stored: torch.Tensor  # the adversarials in the storage dtype
     adv_logits: torch.Tensor  # the model on the stored adversarials
     ready: Any = None  # a CUDA event recorded after the copies to the host
 
 
-def _attack_batch(model: LoadedModel, attack_fn: Callable[..., torch.Tensor], hb: _HostBatch, y: torch.Tensor,
-                  params: AttackParams, amp_dtype: torch.dtype | None) -> _DeviceBatch:
+def _attack_batch(model: LoadedModel, attack_fn: Callable[..., torch.Tensor], hb: _HostBatch, ids: torch.Tensor,
+                  y: torch.Tensor, params: AttackParams, amp_dtype: torch.dtype | None) -> _DeviceBatch:
     """Queue one batch's work on the device, ending with non-blocking copies of its results.
 
-    Every evaluation (clean, adversarial) runs under the attack's autocast, as transfer
-    and logits do: the model whose correctness is recorded is the model attacked.
+    The stored adversarials are evaluated under the attack's autocast, as clean images,
+    transfer and logits are: the model whose correctness is recorded is the model attacked.
     """
     net, device = model.module, model.device
     clean = hb.clean.to(device, non_blocking=True)
     x = pixels_on(clean)
-    with torch.inference_mode(), model.autocast(amp_dtype):
-        clean_logits = net(x).float()
     init = hb.init.to(device, non_blocking=True) if hb.init is not None else None
-    noise = SampleNoise(hb.ids, params.seed, device)
+    noise = SampleNoise(ids, params.seed, device)
     adv = attack_fn(net, x, y, eps=params.eps, steps=params.steps, alpha=params.alpha, init=init, amp_dtype=amp_dtype,
                     noise=noise, **params.option_values)
     adv_finite = torch.isfinite(adv).flatten(1).all(1)
     stored = quantize_adv(adv, clean, params.eps, params.storage)
     with torch.inference_mode(), model.autocast(amp_dtype):
         adv_logits = net(pixels_on(stored)).float()
-    out = [t.to("cpu", non_blocking=True) for t in (clean_logits, adv_finite, stored, adv_logits)]
+    out = [t.to("cpu", non_blocking=True) for t in (adv_finite, stored, adv_logits)]
     ready = None
     if device.type == "cuda":
         ready = torch.cuda.Event()
         ready.record()
-    return _DeviceBatch(hb.sl, *out, ready=ready)
+    return _DeviceBatch(hb.rows, *out, ready=ready)
+
+
+def _clean_pass(model: LoadedModel, data: CleanSet | ImageStream, clean_store: torch.Tensor, storage: str,
+                batch_size: int, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The source's float32 logits on every clean image; a stream's rows are stored as they are decoded."""
+    n = len(data)
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if not isinstance(data, ImageStream):
+        return model.predict_logits(clean_store, batch_size, amp_dtype)
+
+    def read(b: tuple[int, int]) -> tuple[int, int, torch.Tensor]:
+        rows = clean_for_storage(data.wait(*b), storage)
+        if clean_store is not data.images:
+            clean_store[b[0]:b[1]] = rows
+        return b[0], b[1], _pinned(rows, model.device)
+
+    return model.logits_of(ahead(read, bounds), n, amp_dtype)
 
 
 def run_attack(
@@ -147,14 +155,19 @@ def run_attack(
     amp: str = "off",
     progress: ProgressFn | None = None,
 ) -> AttackResult:
-    """Attack every sample of ``data`` with ``model`` as the source; progress counts samples.
+    """Attack the samples of ``data`` that ``model`` classifies correctly (all with ``params.attack_all``).
 
-    ``data`` is a decoded CleanSet, or an :class:`ImageStream` whose images are
-    still being decoded in the background: each batch is attacked as soon as it is
-    decoded. Both give the same tensors and provenance.
+    The adversarial of a sample the source gets wrong is never read: no X_AB holds
+    it, and ensembles and approx use clean logits. So after one clean pass only the
+    correct samples are attacked, gathered into full batches across the whole set;
+    the others are stored with their clean pixels as ``adv`` (``source_correct``
+    marks them). Every sample's attack is seeded by its id, so a sample's adversarial
+    does not depend on which others share its batch. Progress counts attacked samples.
 
-    The device works on batch ``k + 1`` while the host files batch ``k``'s results
-    (one sync per batch: NaN/inf in the clean logits, the adversarials or their
+    ``data`` is a decoded CleanSet, or an :class:`ImageStream` still being decoded
+    in the background (the clean pass follows the decoding). Both give the same
+    tensors and provenance. The device works on batch ``k + 1`` while the host files
+    batch ``k``'s results (one sync per batch: NaN/inf in the adversarials or their
     logits is a :class:`ModelError` naming the model).
     """
     if batch_size <= 0:
@@ -169,58 +182,55 @@ def run_attack(
         clean_store = data.images if params.storage == "uint8" else torch.empty(data.images.shape, dtype=STORAGE_DTYPES[params.storage])
     else:
         clean_store = clean_for_storage(data.images, params.storage)
-    adv_store = torch.empty_like(clean_store)
     labels = data.labels
-    source_correct = torch.empty(n, dtype=torch.bool)
-    source_adv_correct = torch.empty(n, dtype=torch.bool)
-    source_adv_pred = torch.empty(n, dtype=torch.int64)  # the wrong class each adversarial lands in (same-class rates)
-    clean_logits: torch.Tensor | None = None  # kept: ensembles and accuracy need no second pass
-    if progress:
-        progress(0, n)
-
-    def file_results(b: _DeviceBatch) -> None:
-        nonlocal clean_logits
-        if b.ready is not None:
-            b.ready.synchronize()
-        model.check_finite(b.clean_logits)
-        if not bool(b.adv_finite.all()):
-            bad = int((~b.adv_finite).sum())
-            hint = f" (under --amp {amp}: try --amp off)" if amp != "off" else ""
-            raise ModelError(f"model {model.name} produced NaN/inf gradients or adversarial images on {bad} sample(s) "
-                             f"during the attack{hint}; check its weights and input scaling")
-        model.check_finite(b.adv_logits)
-        sl = b.sl
-        if clean_logits is None:
-            clean_logits = torch.empty((n, b.clean_logits.shape[1]), dtype=torch.float32)
-        clean_logits[sl] = b.clean_logits
-        source_correct[sl] = b.clean_logits.argmax(1) == labels[sl]
-        adv_store[sl] = b.stored
-        source_adv_pred[sl] = b.adv_logits.argmax(1)
-        source_adv_correct[sl] = source_adv_pred[sl] == labels[sl]
+    with model_numerics(device, amp) as numerics:
+        clean_logits = _clean_pass(model, data, clean_store, params.storage, batch_size, amp_dtype)
+        source_correct = clean_logits.argmax(1) == labels
+        order = torch.arange(n) if params.attack_all else torch.nonzero(source_correct).flatten()
+        # unattacked samples keep their clean pixels, so their "adversarial" class is the clean one
+        adv_store = clean_store.clone()
+        source_adv_pred = clean_logits.argmax(1)
+        attacked = len(order)
+        done = 0
         if progress:
-            progress(sl.stop, n)
+            progress(0, attacked)
 
-    batches = _host_batches(data, clean_store, params, batch_size, device)
-    with model_numerics(device, amp) as numerics, contextlib.closing(batches):
-        labels_on_device = labels.to(device)
-        pending: _DeviceBatch | None = None
-        for hb in batches:
-            if isinstance(data, ImageStream) and clean_store is not data.images:
-                clean_store[hb.sl] = hb.clean
-            queued = _attack_batch(model, attack_fn, hb, labels_on_device[hb.sl], params, amp_dtype)
+        def file_results(b: _DeviceBatch) -> None:
+            nonlocal done
+            if b.ready is not None:
+                b.ready.synchronize()
+            if not bool(b.adv_finite.all()):
+                bad = int((~b.adv_finite).sum())
+                hint = f" (under --amp {amp}: try --amp off)" if amp != "off" else ""
+                raise ModelError(f"model {model.name} produced NaN/inf gradients or adversarial images on {bad} sample(s) "
+                                 f"during the attack{hint}; check its weights and input scaling")
+            model.check_finite(b.adv_logits)
+            adv_store[b.rows] = b.stored
+            source_adv_pred[b.rows] = b.adv_logits.argmax(1)
+            done += len(b.rows)
+            if progress:
+                progress(done, attacked)
+
+        batches = _host_batches(data, clean_store, order, params, batch_size, device)
+        with contextlib.closing(batches):
+            labels_on_device, ids_on_device = labels.to(device), data.ids.to(device)
+            pending: _DeviceBatch | None = None
+            for hb in batches:
+                rows = hb.rows.to(device)
+                queued = _attack_batch(model, attack_fn, hb, ids_on_device[rows], labels_on_device[rows], params, amp_dtype)
+                if pending is not None:
+                    file_results(pending)
+                pending = queued
             if pending is not None:
                 file_results(pending)
-            pending = queued
-        if pending is not None:
-            file_results(pending)
     tensors = {
         "clean": clean_store,
         "adv": adv_store,
         "labels": data.labels.clone(),
         "ids": data.ids.clone(),
         "source_correct": source_correct,
-        "source_adv_correct": source_adv_correct,
-        "source_adv_pred": source_adv_pred,
+        "source_adv_correct": source_adv_pred == labels,
+        "source_adv_pred": source_adv_pred,  # the wrong class each adversarial lands in (same-class rates)
         "clean_logits": clean_logits,
     }
     prov: dict[str, Any] = {
@@ -236,7 +246,8 @@ def run_attack(
     }
     prov["attack_key"] = attack_key(prov)
     res = AttackResult(tensors, prov)
-    prov["stats"] = {"source_clean_accuracy": round(res.clean_accuracy, 6), "attack_success_rate": round(res.success_rate, 6)}
+    prov["stats"] = {"source_clean_accuracy": round(res.clean_accuracy, 6), "attack_success_rate": round(res.success_rate, 6),
+                     "attacked": attacked}
     return res
 
 

@@ -77,6 +77,9 @@ def merge_shards(files: list[Any]) -> tuple[dict[str, torch.Tensor], dict[str, A
     sc, sac = tensors["source_correct"], tensors["source_adv_correct"]
     success = float((~sac[sc]).float().mean()) if sc.any() else float("nan")
     prov["stats"] = {"source_clean_accuracy": round(float(sc.float().mean()), 6), "attack_success_rate": round(success, 6)}
+    attacked = [f.provenance.get("stats", {}).get("attacked") for f in ordered]
+    if all(isinstance(a, int) and not isinstance(a, bool) for a in attacked):
+        prov["stats"]["attacked"] = sum(attacked)
     prov["merged_from"] = [Path(f.path).name for f in ordered]
     return tensors, prov
 

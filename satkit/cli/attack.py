@@ -28,6 +28,7 @@ def attack(
     vmi_beta: Optional[float] = c.VmiBetaOpt,
     rho: Optional[float] = c.RhoOpt,
     band: Optional[float] = c.BandOpt,
+    attack_all: bool = c.AttackAllOpt,
     storage: str = typer.Option("uint8", "--storage", help="Storage dtype of clean/adv images: uint8, float16 or float32. The eps bound holds exactly after rounding."),
     batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
@@ -65,7 +66,7 @@ def attack(
     from satkit.jobs import AttackJob, attack_into_file
 
     c.set_quiet(quiet)
-    params = c.attack_params(data, attack_name, eps, steps, step_size, seed, storage, random_start,
+    params = c.attack_params(data, attack_name, eps, steps, step_size, seed, storage, random_start, attack_all,
                              decay=decay, samples=vmi_samples, beta=vmi_beta, rho=rho, band=band)
     job = AttackJob(model, data=DataRequest(data, n, data_seed, canvas, labels), params=params,
                     model_options=c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name, model_kwargs),
@@ -77,9 +78,11 @@ def attack(
             label += f", shard {job.shard[0]}/{job.shard[1]}"
         o = attack_into_file(job, output, device=dev, rerun=c.rerun_line(), progress=c.task_callback(p, label))
     st = o.stats
+    skipped = o.n - st["attacked"] if isinstance(st.get("attacked"), int) else 0
     c.info(
         f"{o.name}: {o.n} images, clean accuracy {st['source_clean_accuracy']:.1%}, attack success "
         f"{st['attack_success_rate']:.1%} of correctly classified ({params.attack}, {budget_text(params.eps, params.storage)}, "
         f"{params.steps} steps); "
+        + (f"{skipped} misclassified image(s) not attacked (no SAT cell reads them; --attack-all attacks them too); " if skipped else "")
         + ("wrote to stdout" if str(output) == "-" else f"wrote {output}")
     )

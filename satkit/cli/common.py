@@ -362,8 +362,11 @@ RhoOpt = typer.Option(None, "--rho", help="apgd-ce: fraction of improving steps 
 BandOpt = typer.Option(None, "--band", help="lf-pgd: fraction of DCT frequencies kept along each image axis. Default 0.25.")
 
 
+AttackAllOpt = typer.Option(False, "--attack-all", help="Attack every sample. Default: only those the model classifies correctly, the only ones SAT, approx and ensembles read; the others are stored with clean pixels as adv (source_correct marks them).")
+
+
 def attack_params(data: str, attack: str, eps: Optional[str], steps: int, step_size: Optional[str],
-                  seed: int, storage: str, random_start: Optional[bool] = None, **options):
+                  seed: int, storage: str, random_start: Optional[bool] = None, attack_all: bool = False, **options):
     """AttackParams from CLI values; ``options`` maps option keywords (decay, samples, ...) to a value or None."""
     from satkit.attacks import AttackParams
     from satkit.data import default_eps
@@ -371,7 +374,7 @@ def attack_params(data: str, attack: str, eps: Optional[str], steps: int, step_s
     return AttackParams(
         eps=parse_fraction(eps, "--eps") if eps else default_eps(data), steps=steps,
         step_size=parse_fraction(step_size, "--step-size") if step_size else None,
-        random_start=random_start, seed=seed, storage=storage, attack=attack,
+        random_start=random_start, seed=seed, storage=storage, attack=attack, attack_all=attack_all,
         options={k: v for k, v in options.items() if v is not None},
     )
 

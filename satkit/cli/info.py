@@ -52,7 +52,8 @@ def info(
         opts = a.get("options")
         lines.append(f"  attack: {a.get('attack')} eps={eps}{stored} steps={a.get('steps')} step_size={a.get('step_size')} "
                      f"random_start={a.get('random_start')} seed={a.get('seed')}"
-                     + ("".join(f" {k}={v}" for k, v in opts.items()) if isinstance(opts, dict) else ""))
+                     + ("".join(f" {k}={v}" for k, v in opts.items()) if isinstance(opts, dict) else "")
+                     + (" attack_all=True" if a.get("attack_all") is True else ""))
     if d:
         lines.append(f"  data: {d.get('source')} n={d.get('n')} canvas={d.get('canvas')} fingerprint={d.get('fingerprint')}")
     if _section(p, "stats"):
@@ -176,6 +177,10 @@ def _attack_args(p: dict) -> list[str]:
     option_args = _attack_option_args(a) if attack_name != "pgd" else []
     if not isinstance(a.get("random_start"), bool):
         raise _Malformed("attack.random_start")
+    if not isinstance(a.get("attack_all", False), bool):
+        raise _Malformed("attack.attack_all")
+    if a.get("attack_all"):
+        option_args.append("--attack-all")
     storage = p.get("storage_dtype", a.get("storage", "uint8"))
     if not isinstance(storage, str) or storage not in STORAGE_DTYPES:
         raise _Malformed("storage_dtype")

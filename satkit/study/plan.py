@@ -35,10 +35,12 @@ class StudyPlan:
     attacks_done: int
     transfer_evaluations: int  # (source, target) pairs still to evaluate
     transfer_done: int
-    attack_forward_backward: int  # PGD passes: samples * steps per attack
-    attack_forward: int  # clean + stored-adversarial check: 2 * samples per attack
+    attack_forward_backward: int  # attack passes: samples * gradients per sample, per attack (at most: see attack_all)
+    attack_forward: int  # clean + stored-adversarial check: 2 * samples per attack (at most)
     transfer_forward_max: int  # adversarial forwards; the real count is sum |X_AB| <= samples per pair
     model_loads: int
+    attack: str = "pgd"
+    attack_all: bool = False  # False: only samples the source classifies correctly are attacked
 
     def rows(self) -> list[tuple[str, str]]:
         return [
@@ -46,8 +48,9 @@ class StudyPlan:
             ("samples", f"{self.samples}"),
             ("attacks to run", f"{self.attacks} ({self.attacks_done} already done)"),
             ("transfer evaluations to run", f"{self.transfer_evaluations} ({self.transfer_done} already done)"),
-            ("PGD forward+backward passes (images)", f"{self.attack_forward_backward:,}"),
-            ("attack forward passes (images)", f"{self.attack_forward:,}"),
+            (f"{self.attack} forward+backward passes (images{'' if self.attack_all else ', at most'})",
+             f"{self.attack_forward_backward:,}" + ("" if self.attack_all else " (misclassified samples are not attacked)")),
+            (f"attack forward passes (images{'' if self.attack_all else ', at most'})", f"{self.attack_forward:,}"),
             ("transfer forward passes (images, at most)", f"{self.transfer_forward_max:,}"),
             ("model loads", f"{self.model_loads}"),
         ]
@@ -81,4 +84,5 @@ def plan_study(cfg: StudyConfig) -> StudyPlan:
         attack_forward=todo_attacks * samples * 2,
         transfer_forward_max=todo_pairs * samples,
         model_loads=todo_attacks + (len(cfg.models) if todo_pairs else 0),
+        attack=cfg.params.attack, attack_all=cfg.params.attack_all,
     )

@@ -348,6 +348,8 @@ def rerun_command(root: Path, s: StudySettings, random_init: bool = False) -> st
         flags = {o.name: o.flag for o in p.spec.options}
         for name, value in p.options:
             argv += [flags[name], repr(value)]
+        if p.attack_all:
+            argv.append("--attack-all")
         if p.seed:
             argv += ["--seed", str(p.seed)]
         if p.storage != "uint8":
@@ -394,7 +396,8 @@ def _settings_section(root: Path, s: StudySettings, models: pl.DataFrame | None,
         ("data fingerprint", f"<code>{e(s.fingerprint)}</code>"),
         ("attack", e(f"{p.attack.upper()} L-inf ({p.spec.reference}), eps {_eps_text(p.eps)}, {p.steps} steps, "
                      f"step size {p.alpha:.6g}, random start {'on' if p.random_start else 'off'}, seed {p.seed}"
-                     + "".join(f", {k} {v:g}" for k, v in p.options))),
+                     + "".join(f", {k} {v:g}" for k, v in p.options)
+                     + ("; every sample attacked" if p.attack_all else "; only samples the model classifies correctly attacked"))),
         ("stored budget", e(stored)),
         ("SAT floor eps_s", e(f"{s.eps_s:g} %")),
         ("autocast", e(s.amp)),
