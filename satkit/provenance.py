@@ -27,7 +27,7 @@ def data_provenance(data: Any) -> dict[str, Any]:
         "n": len(data),
         "num_classes": data.num_classes,
         "canvas": list(data.canvas),
-        "sampling": {k: data.info.get(k) for k in ("n", "seed", "split") if k in data.info},
+        "sampling": {k: data.info.get(k) for k in ("n", "seed", "split", "chunk") if k in data.info},
     }
     if data.info.get("labels"):  # only when given: files made without --labels keep their bytes
         prov["labels"] = data.info["labels"]

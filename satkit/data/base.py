@@ -42,7 +42,36 @@ class CleanSet:
         return fingerprint_of(self.images, self.labels, self.ids)
 
 
-def stratified_sample(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded order of every index in which each prefix is class-stratified.
+
+    Classes are shuffled within (seeded), and sample ``r`` of a class of size ``c``
+    is placed at ``(r + 0.5) / c``: every prefix holds each class in proportion to
+    its size (to within one sample), so the first m, then the next m, ... chunks of
+    this order are nested stratified samples, and a longer run extends a shorter one.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    key = np.empty(len(labels))
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        key[idx] = (np.arange(len(idx)) + 0.5) / len(idx)
+    tie = rng.permutation(len(labels))  # classes at the same position come in a seeded order
+    return np.lexsort((tie, key))
+
+
+def chunk_rows(labels: np.ndarray, seed: int, chunk: tuple[int, int]) -> np.ndarray:
+    """Indices (sorted) of chunk ``k`` of size ``m`` of :func:`stratified_order`: positions [k m, (k + 1) m)."""
+    k, m = chunk
+    if isinstance(k, bool) or isinstance(m, bool) or not (int(k) == k >= 0 and int(m) == m > 0):
+        raise ParameterError(f"a chunk is (index >= 0, size > 0), got {chunk!r}")
+    order = stratified_order(labels, seed)
+    if k * m >= len(order):
+        raise ParameterError(f"chunk {k} of {m} images starts past the {len(order)} images of the data")
+    return np.sort(order[k * m:(k + 1) * m])
+
+
+def stratified_sample(labels: np.ndarray, n: int | None, seed: int, chunk: tuple[int, int] | None = None) -> np.ndarray:
     """Indices of a class-stratified, seeded sample of size ``n`` (sorted).
 
     Each class gets ``n // C`` samples; the ``n % C`` remaining slots go to classes
@@ -53,6 +82,10 @@ def stratified_sample(labels: np.ndarray, n: int | None, seed: int) -> np.ndarra
     # checked even when nothing is sampled, so a bad seed never passes silently
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ParameterError(f"--data-seed must be a whole number >= 0, got {seed!r}")
+    if chunk is not None:  # an adaptive study's chunk (satkit.study.adaptive); --n caps the number of chunks there
+        if n is not None:
+            raise ParameterError("a chunk of the data and --n cannot be combined")
+        return chunk_rows(labels, seed, chunk)
     labels = np.asarray(labels)
     total = len(labels)
     if n is None or n >= total:

@@ -44,7 +44,8 @@ def digits_split() -> tuple[np.ndarray, np.ndarray]:
     return np.sort(tr), np.sort(te)
 
 
-def load_digits_set(split: str = "test", canvas: int | None = None, n: int | None = None, seed: int = 0) -> CleanSet:
+def load_digits_set(split: str = "test", canvas: int | None = None, n: int | None = None, seed: int = 0,
+                    chunk: tuple[int, int] | None = None) -> CleanSet:
     from sklearn.datasets import load_digits
 
     canvas = canvas or DIGITS_CANVAS
@@ -53,7 +54,7 @@ def load_digits_set(split: str = "test", canvas: int | None = None, n: int | Non
     sel = {"test": te, "train": tr, "all": np.arange(len(d.target))}.get(split)
     if sel is None:
         raise DataError(f"unknown digits split '{split}'; use digits, digits:train or digits:all")
-    sub = stratified_sample(d.target[sel], n, seed)
+    sub = stratified_sample(d.target[sel], n, seed, chunk)
     sel = sel[sub]
     x = torch.from_numpy(d.images[sel].astype(np.float32) / 16.0).unsqueeze(1)  # (N,1,8,8) in [0,1]
     if canvas != 8:
@@ -66,11 +67,16 @@ def load_digits_set(split: str = "test", canvas: int | None = None, n: int | Non
         source="digits" if split == "test" else f"digits:{split}",
         num_classes=10,
         class_names=[str(i) for i in range(10)],
-        info={"kind": "digits", "split": split, "canvas": canvas, "n": n, "seed": seed},
+        info={"kind": "digits", "split": split, "canvas": canvas, "n": n, "seed": seed, **_chunk_info(chunk)},
     )
 
 
-def load_tensor_file(path: Path, n: int | None, seed: int) -> CleanSet:
+def _chunk_info(chunk: tuple[int, int] | None) -> dict:
+    # only when set: the provenance of every other file keeps its bytes
+    return {"chunk": [int(chunk[0]), int(chunk[1])]} if chunk is not None else {}
+
+
+def load_tensor_file(path: Path, n: int | None, seed: int, chunk: tuple[int, int] | None = None) -> CleanSet:
     from satkit.io.tensorfile import read_satkit_file
 
     # a plain safetensors file (no satkit metadata) is read as a data file, and verified as one
@@ -93,19 +99,19 @@ def load_tensor_file(path: Path, n: int | None, seed: int) -> CleanSet:
         raise DataError(f"{path}: negative labels")
     prov = f.provenance
     num_classes = int(prov.get("data", {}).get("num_classes", prov.get("num_classes", int(labels.max()) + 1 if len(labels) else 0)))
-    sel = torch.from_numpy(stratified_sample(labels.numpy(), n, seed))
+    sel = torch.from_numpy(stratified_sample(labels.numpy(), n, seed, chunk))
     return CleanSet(
         images=images[sel].contiguous(),
         labels=labels[sel].contiguous(),
         ids=ids.to(torch.int64)[sel].contiguous(),
         source=str(path),
         num_classes=num_classes,
-        info={"kind": "file", "n": n, "seed": seed},
+        info={"kind": "file", "n": n, "seed": seed, **_chunk_info(chunk)},
     )
 
 
 def open_data(spec: str, canvas: int | None = None, n: int | None = None, seed: int = 0,
-              labels: str | None = None) -> CleanSet | FolderImages:
+              labels: str | None = None, chunk: tuple[int, int] | None = None) -> CleanSet | FolderImages:
     """Like :func:`load_data`, but an image folder comes back listed and sampled, not decoded.
 
     Decode it with ``.load()`` or, to decode while computing, ``with src.stream() as s:``
@@ -121,23 +127,23 @@ def open_data(spec: str, canvas: int | None = None, n: int | None = None, seed: 
         raise ParameterError(f"--labels {labels}: labels go with a flat image folder (--data DIR); '{spec}' is not a folder")
     if s == "digits" or s.startswith("digits:"):
         split = s.split(":", 1)[1] if ":" in s else "test"
-        return load_digits_set(split, canvas, n, seed)
+        return load_digits_set(split, canvas, n, seed, chunk)
     p = Path(os.path.expanduser(s))
     if not p.exists():
         raise DataError(f"data source '{spec}' not found: give 'digits', an image folder or a .safetensors file")
     if p.is_dir():
         if labels is not None:
-            return open_flat_folder(p, Path(os.path.expanduser(labels)), canvas, n, seed)
-        return open_folder(p, canvas, n, seed)
+            return open_flat_folder(p, Path(os.path.expanduser(labels)), canvas, n, seed, chunk=chunk)
+        return open_folder(p, canvas, n, seed, chunk=chunk)
     if p.suffix == ".safetensors":
-        return load_tensor_file(p, n, seed)
+        return load_tensor_file(p, n, seed, chunk)
     raise InputFileError(f"{p}: unsupported data file; use an image folder or a satkit .safetensors file")
 
 
 def load_data(spec: str, canvas: int | None = None, n: int | None = None, seed: int = 0,
-              labels: str | None = None) -> CleanSet:
+              labels: str | None = None, chunk: tuple[int, int] | None = None) -> CleanSet:
     """Resolve a ``--data`` value (and ``--labels`` for a flat folder; see module docstring)."""
-    src = open_data(spec, canvas, n, seed, labels)
+    src = open_data(spec, canvas, n, seed, labels, chunk)
     return src.load() if isinstance(src, FolderImages) else src
 
 
@@ -166,12 +172,13 @@ class DataRequest:
     seed: int = 0
     canvas: int | None = None
     labels: str | None = None  # labels file of a flat image folder
+    chunk: tuple[int, int] | None = None  # (k, m): the k-th m images of the nested stratified order (adaptive studies)
 
     def load(self) -> CleanSet:
-        return load_data(self.source, canvas=self.canvas, n=self.n, seed=self.seed, labels=self.labels)
+        return load_data(self.source, canvas=self.canvas, n=self.n, seed=self.seed, labels=self.labels, chunk=self.chunk)
 
     def open(self) -> CleanSet | FolderImages:
-        return open_data(self.source, canvas=self.canvas, n=self.n, seed=self.seed, labels=self.labels)
+        return open_data(self.source, canvas=self.canvas, n=self.n, seed=self.seed, labels=self.labels, chunk=self.chunk)
 
     def local_file(self) -> Path | None:
         """The input file of the request (an input that outputs must never replace): the data

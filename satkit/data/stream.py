@@ -194,11 +194,11 @@ def list_flat_folder(root: Path, labels_path: Path) -> tuple[list[Path], np.ndar
 
 
 def open_flat_folder(root: Path, labels_path: Path, canvas: int | None, n: int | None, seed: int,
-                     channels: int = 3) -> FolderImages:
+                     channels: int = 3, chunk: tuple[int, int] | None = None) -> FolderImages:
     """A flat folder with a labels file, listed and sampled like a class-folder tree (nothing is decoded yet)."""
     size = canvas or DEFAULT_FOLDER_CANVAS
     files, labels, lf = list_flat_folder(root, labels_path)
-    sel = stratified_sample(labels, n, seed)
+    sel = stratified_sample(labels, n, seed, chunk)
     return FolderImages(
         files=[files[i] for i in sel],
         labels=torch.from_numpy(labels[sel]),
@@ -206,7 +206,8 @@ def open_flat_folder(root: Path, labels_path: Path, canvas: int | None, n: int |
         source=str(root),
         num_classes=lf.num_classes,
         class_names=lf.class_names,
-        info={"kind": "folder", "canvas": size, "n": n, "seed": seed, "files": len(files), "labels": str(labels_path)},
+        info={"kind": "folder", "canvas": size, "n": n, "seed": seed, "files": len(files), "labels": str(labels_path),
+              **({"chunk": list(chunk)} if chunk is not None else {})},
         size=size,
         channels=channels,
     )
@@ -284,11 +285,12 @@ class FolderImages:
             return s.clean_set()
 
 
-def open_folder(root: Path, canvas: int | None, n: int | None, seed: int, channels: int = 3) -> FolderImages:
+def open_folder(root: Path, canvas: int | None, n: int | None, seed: int, channels: int = 3,
+                chunk: tuple[int, int] | None = None) -> FolderImages:
     """List and sample ``root`` (nothing is decoded yet)."""
     size = canvas or DEFAULT_FOLDER_CANVAS
     files, labels, classes = list_folder(root)
-    sel = stratified_sample(labels, n, seed)  # sample before decoding: only chosen images are read
+    sel = stratified_sample(labels, n, seed, chunk)  # sample before decoding: only chosen images are read
     return FolderImages(
         files=[files[i] for i in sel],
         labels=torch.from_numpy(labels[sel]),
@@ -296,7 +298,8 @@ def open_folder(root: Path, canvas: int | None, n: int | None, seed: int, channe
         source=str(root),
         num_classes=len(classes),
         class_names=classes,
-        info={"kind": "folder", "canvas": size, "n": n, "seed": seed, "files": len(files)},
+        info={"kind": "folder", "canvas": size, "n": n, "seed": seed, "files": len(files),
+              **({"chunk": list(chunk)} if chunk is not None else {})},
         size=size,
         channels=channels,
     )

@@ -98,6 +98,8 @@ class StudySettings:
             "attack": self.params.to_dict(), "amp": self.amp, "eps_s": self.eps_s, "fingerprint": self.fingerprint,
             "cluster_method": self.cluster_method,
         }
+        if self.data.chunk is not None:  # a chunk study of an adaptive run (satkit.study.adaptive)
+            d["chunk"] = list(self.data.chunk)
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
 
@@ -164,6 +166,12 @@ def read_settings(study_dir: str | Path) -> StudySettings:
     if method not in ("paper", "njw"):
         raise InputFileError(f"{p}: unknown cluster_method '{method}'")
     labels = _field(s, "labels", str, p, optional=True)
-    data = DataRequest(source=_field(s, "data", str, p), n=n, seed=seed, canvas=canvas, labels=labels)
+    chunk = _field(s, "chunk", list, p, optional=True)
+    if chunk is not None:
+        if not (len(chunk) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in chunk)
+                and chunk[0] >= 0 and chunk[1] > 0 and n is None):
+            raise InputFileError(f"{p}: 'chunk' must be [index >= 0, size > 0] without 'n'; rerun satkit study")
+        chunk = (chunk[0], chunk[1])
+    data = DataRequest(source=_field(s, "data", str, p), n=n, seed=seed, canvas=canvas, labels=labels, chunk=chunk)
     return StudySettings(models=tuple(models), data=data, params=params, amp=amp, eps_s=eps_s, fingerprint=fingerprint,
                          cluster_method=method)
