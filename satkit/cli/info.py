@@ -242,6 +242,9 @@ def rerun_command(p: dict, keys: Sequence[str] = ()) -> str:
     """The shell-quoted rerun command line, or a parenthesized reason it cannot be given."""
     from satkit.provenance import shell_quote
 
+    d = p.get("data") if isinstance(p.get("data"), dict) else {}
+    if isinstance(d.get("sampling"), dict) and "chunk" in d["sampling"]:
+        return "(made for a chunk of an adaptive study: rerun that satkit study --precision)"
     try:
         argv = rerun_argv(p, keys)
     except _Malformed as e:
