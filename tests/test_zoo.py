@@ -63,15 +63,17 @@ def test_packaged_metadata(name, no_user_cache):
 
 
 def test_zoo_composition():
-    assert len(zoo.ZOO_MODELS) == 10
-    assert {m.arch for m in zoo.ZOO_MODELS.values()} == set(zoo.ZOO_ARCHS)
+    # the default set; the training-strategy variants are in tests/test_zoo_strategies.py
+    default = [zoo.ZOO_MODELS[n] for n in zoo.ZOO_SETS["default"]]
+    assert len(default) == 10
+    assert {m.arch for m in default} == set(zoo.ZOO_ARCHS)
     assert len(zoo.ZOO_ARCHS) >= 6
     assert len({a.data_config.input_size for a in zoo.ZOO_ARCHS.values()}) >= 2
     assert len({a.card["Base architecture"] for a in zoo.ZOO_ARCHS.values()}) >= 3
-    for name, m in zoo.ZOO_MODELS.items():
-        assert name == f"{m.arch}-s{m.seed}"
-    assert sorted(m.seed for m in zoo.ZOO_MODELS.values() if m.arch == "resnet") == [1, 2, 3]
-    assert sorted(m.seed for m in zoo.ZOO_MODELS.values() if m.arch == "vit") == [1, 2, 3]
+    for m in default:
+        assert m.name == f"{m.arch}-s{m.seed}" and not m.is_variant
+    assert sorted(m.seed for m in default if m.arch == "resnet") == [1, 2, 3]
+    assert sorted(m.seed for m in default if m.arch == "vit") == [1, 2, 3]
 
 
 @pytest.mark.parametrize("arch", sorted(zoo.ZOO_ARCHS))

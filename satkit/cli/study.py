@@ -16,6 +16,7 @@ _STEPPED_STAGES = ("zoo", "analysis")
 
 def study(
     models: Optional[List[str]] = typer.Argument(None, help="Models to compare (default: the built-in digits zoo, `satkit zoo list`)."),
+    zoo_set: Optional[str] = typer.Option(None, "--zoo", help="Compare a named set of the digits zoo instead of naming models: default (the default) or strategies (resnet/vit seeds and training-strategy variants); see satkit zoo list --set."),
     out: Path = typer.Option(Path("satkit-study"), "--out", "-o", help="Study directory (created; reruns resume from what it holds)."),
     data: str = c.DataOpt,
     n: Optional[int] = c.NOpt,
@@ -32,6 +33,7 @@ def study(
     vmi_beta: Optional[float] = c.VmiBetaOpt,
     rho: Optional[float] = c.RhoOpt,
     band: Optional[float] = c.BandOpt,
+    attack_all: bool = c.AttackAllOpt,
     storage: str = typer.Option("uint8", "--storage", help="Storage dtype of clean/adv images: uint8, float16 or float32."),
     eps_s: float = typer.Option(1.0, "--eps-s", help="SAT floor in percent (see satkit matrix)."),
     batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
@@ -48,6 +50,8 @@ def study(
     cluster_method: str = typer.Option("paper", "--cluster-method", help="Spectral clustering: paper (the paper's procedure) or njw (rows normalized); see satkit cluster --help. Recorded in study.json; approx --study follows it."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: do only shard i's share (0-based) of the attacks and target evaluations, for job arrays; rerun shards until the matrix is written."),
     wait: bool = typer.Option(False, "--wait", help="If another satkit run holds the study directory, wait for it instead of stopping."),
+    precision: Optional[float] = typer.Option(None, "--precision", help="Adaptive: add images in nested, class-stratified chunks until every off-diagonal SAT cell's bootstrap interval (level --ci, default 0.95) has half-width <= W log units, or --n images are used. Chunks are studies in OUT/chunks/; reruns reuse them. See docs/performance.md."),
+    chunk: int = typer.Option(100, "--chunk", help="With --precision: images per chunk (--n is rounded up to whole chunks)."),
     plan: bool = typer.Option(False, "--plan", help="Only print what the study would run (attacks, transfer evaluations, forward/backward passes) and exit."),
     quiet: bool = c.QuietOpt,
 ) -> None:
@@ -64,6 +68,8 @@ def study(
         satkit study resnet50 vit_small_patch16_224 --data /data/imagenet/val --n 5000 -o study-in1k
 
         satkit study --plan                            # the cost, before anything runs
+
+        satkit study --zoo strategies -o study-strategies   # seeds vs training strategies (resnet, vit)
 
         satkit study --shard $SLURM_ARRAY_TASK_ID/8 -o study   # one of 8 array jobs; run the array twice
 
@@ -86,12 +92,23 @@ def study(
     shard_ = c.parse_shard(shard)
     if devices is not None and ray is not None:
         c.fail("--devices and --ray cannot be combined: give one")
-    params = c.attack_params(data, attack_name, eps, steps, step_size, seed, storage,
+    if zoo_set is not None:
+        from satkit.study import default_models
+
+        if models:
+            c.fail("--zoo picks the models: give either --zoo or model names, not both")
+        models = default_models(zoo_set)
+    params = c.attack_params(data, attack_name, eps, steps, step_size, seed, storage, attack_all=attack_all,
                              decay=decay, samples=vmi_samples, beta=vmi_beta, rho=rho, band=band)
     cfg = StudyConfig.create(models, out, data=data, n=n, data_seed=data_seed, canvas=canvas, labels=labels, params=params,
                              batch_size=c.batch_size_value(batch_size), amp=amp, model_options=c.model_options(None, False, pretrained),
                              per_sample=per_sample, compile=compile_, eps_s=eps_s, k=k, ci=ci, analyses=analyses,
                              cluster_method=cluster_method)
+    if precision is not None:
+        if plan or shard is not None or ray is not None or devices is not None:
+            c.fail("--precision runs chunk by chunk on one device: it cannot be combined with --plan, --shard, --devices or --ray")
+        _adaptive(cfg, precision, chunk, ci, resolve_device(device))
+        return
     if plan:
         from satkit.study import plan_study
 
@@ -159,3 +176,31 @@ def study(
             + (f" on {where}" if where else "") + f". Matrix: {out / 'sat.csv'}"
             + (f"; report: {res.report}" if res.report is not None else "")
         )
+
+
+def _adaptive(cfg, precision: float, chunk: int, level: Optional[float], dev) -> None:
+    import time
+
+    from satkit.cli.render import render_matrix
+    from satkit.study.adaptive import DEFAULT_LEVEL, run_adaptive
+
+    level = level if level is not None else DEFAULT_LEVEL
+    t0 = time.perf_counter()
+    with c.progress_bar() as p:
+        task = p.add_task(f"adaptive: chunks of {chunk} images until every half-width <= {precision:g}", total=None)
+
+        def on_step(step):
+            hw = step["max_half_width"]
+            p.update(task, completed=step["chunks"],
+                     description=f"adaptive: {step['images']} images, widest half-width "
+                                 + (f"{hw:.3f}" if hw != float("inf") else "n/a") + f" (target {precision:g})")
+
+        res = run_adaptive(cfg, precision, chunk=chunk, level=level, device=dev, on_step=on_step)
+    for w in res.matrix.warnings:
+        c.warn(w)
+    if not c.STATE.quiet:
+        render_matrix(res.matrix.names, res.matrix.values, c.err_console)
+    hw = "n/a" if res.half_width == float("inf") else f"{res.half_width:.3f}"
+    why = (f"<= {precision:g}" if res.stopped == "precision" else f"> {precision:g}: all {res.available} images used")
+    c.info(f"adaptive study: {res.images} images in {res.chunks} chunk(s); widest {level:.0%} half-width {hw} {why}; "
+           f"{time.perf_counter() - t0:.1f} s. Matrix: {res.out_dir / 'sat.csv'}; settings: {res.out_dir / 'adaptive.json'}")

@@ -10,41 +10,44 @@ from satkit.cli import common as c
 
 zoo_app = typer.Typer(cls=c.SatkitGroup, no_args_is_help=True, help="The built-in digits zoo: small timm models trained on scikit-learn's digits.")
 
+SetOpt = typer.Option(None, "--set", help="A named set of zoo models: default (the default) or strategies (resnet/vit seeds and training-strategy variants).")
+
 
 @zoo_app.command("list")
-def zoo_list() -> None:
+def zoo_list(zoo_set: Optional[str] = SetOpt) -> None:
     """List zoo models, their architecture, input size and where their weights are.
 
     Example:
 
         satkit zoo list
+
+        satkit zoo list --set strategies    # + how each model's training differs
     """
     from rich.table import Table
 
     from satkit.models import zoo
 
-    t = Table(title="digits zoo")
-    for col in ("model", "arch", "input", "base architecture", "weights"):
+    names = zoo.zoo_set(zoo_set or zoo.DEFAULT_SET)
+    models = [zoo.ZOO_MODELS[n] for n in names]
+    variants = any(m.is_variant for m in models)  # the default set's table is unchanged
+    t = Table(title="digits zoo" if zoo_set in (None, zoo.DEFAULT_SET) else f"digits zoo: {zoo_set}")
+    for col in ("model", "arch", "input", "base architecture", *(("training",) if variants else ()), "weights"):
         t.add_column(col)
-    for name, m in zoo.ZOO_MODELS.items():
+    for m in models:
         arch = zoo.ZOO_ARCHS[m.arch]
-        w = zoo.find_weights(name)
-        t.add_row(f"digits/{name}", m.arch, "x".join(map(str, arch.data_config.input_size)),
-                  arch.card.get("Base architecture", ""), str(w) if w else "[red]not trained[/red]")
-    typer.echo(_plain_list())  # data (names) on stdout, the table on stderr
+        w = zoo.find_weights(m.name)
+        training = ((m.training or f"recipe of {m.arch}, seed {m.seed}"),) if variants else ()
+        t.add_row(f"digits/{m.name}", m.arch, "x".join(map(str, arch.data_config.input_size)),
+                  arch.card.get("Base architecture", ""), *training, str(w) if w else "[red]not trained[/red]")
+    typer.echo("\n".join(f"digits/{n}" for n in names))  # data (names) on stdout, the table on stderr
     if not c.STATE.quiet:
         c.print_table(t)
 
 
-def _plain_list() -> str:
-    from satkit.models import zoo
-
-    return "\n".join(f"digits/{n}" for n in zoo.ZOO_MODELS)
-
-
 @zoo_app.command("train")
 def zoo_train(
-    names: Optional[List[str]] = typer.Argument(None, help="Zoo models to train (default: all)."),
+    names: Optional[List[str]] = typer.Argument(None, help="Zoo models to train (default: the default set)."),
+    zoo_set: Optional[str] = SetOpt,
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Train zoo models on the digits train split and cache their weights ($SATKIT_HOME/zoo, else ~/.cache/satkit/zoo).
@@ -53,16 +56,20 @@ def zoo_train(
 
     Example:
 
-        satkit zoo train                 # all models
+        satkit zoo train                 # the default set
 
         satkit zoo train resnet-s1 vit-s1
+
+        satkit zoo train --set strategies
     """
     from satkit.errors import ModelError, OutputError
     from satkit.io.atomic import check_outputs
     from satkit.models import zoo
 
     c.set_quiet(quiet)
-    names = [n.removeprefix("digits/") for n in (names or list(zoo.ZOO_MODELS))]
+    if names and zoo_set is not None:
+        c.fail("--set picks the models: give either --set or model names, not both")
+    names = [n.removeprefix("digits/") for n in (names or zoo.zoo_set(zoo_set or zoo.DEFAULT_SET))]
     unknown = [n for n in names if n not in zoo.ZOO_MODELS]
     if unknown:
         raise ModelError(f"unknown zoo model(s) {', '.join(unknown)}; known: {', '.join(zoo.ZOO_MODELS)}")

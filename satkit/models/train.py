@@ -2,9 +2,11 @@
 
 The recipe: AdamW, linear warm-up then cosine decay per step (:func:`lr_factor`),
 cross-entropy with label smoothing, random integer shifts of the canvas
-(:func:`random_shift`). Inputs go through :func:`satkit.models.wrapper.preprocess`,
-the function the evaluation wrapper uses, so training and evaluation see the same
-preprocessing.
+(:func:`random_shift`); optionally a distillation term, computed per batch by
+the caller (``extra_loss``) or from a teacher's precomputed logits
+(``teacher_logits``, the zoo's ``kd`` variants). Inputs go through
+:func:`satkit.models.wrapper.preprocess`, the function the evaluation wrapper
+uses, so training and evaluation see the same preprocessing.
 
 Determinism: a private generator seeded with ``10_000 + seed`` draws the data
 order and the shifts, in a fixed order (one permutation per epoch, then per batch
@@ -112,6 +114,9 @@ def fit(
     device: torch.device | None = None,
     extra_loss: ExtraLoss | None = None,
     extra_weight: float = 0.5,
+    teacher_logits: torch.Tensor | None = None,
+    kd_weight: float = 0.5,
+    temperature: float = 3.0,
     epoch_stats: Callable[[nn.Module], dict[str, float]] | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: ProgressFn | None = None,
@@ -123,6 +128,11 @@ def fit(
     ``extra_loss(x, logits)`` -- ``x`` the augmented canvas pixels of the batch on
     ``device``, ``logits`` the module's -- adds a term:
     ``loss = (1 - extra_weight) * CE + extra_weight * term`` (distillation).
+    ``teacher_logits`` (N, classes), a teacher's logits on ``images`` computed
+    beforehand (offline distillation; row i belongs to image i, whatever shift the
+    image gets), adds Hinton's soft-target term at ``temperature`` T:
+    ``loss = (1 - kd_weight) * CE + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T))``;
+    it cannot be combined with ``extra_loss``. Without either, nothing else changes.
     After each epoch the stats are epoch, loss (mean per sample) and
     train_accuracy, updated with ``epoch_stats(module)`` (called in train mode);
     then ``on_epoch(stats)`` and ``progress(epoch, epochs)`` are called.
@@ -136,6 +146,17 @@ def fit(
     dev = device if device is not None else _device_of(module)
     x_all = as_float(images)
     y_all = labels.to(torch.int64)
+    t_all = None
+    if teacher_logits is not None:
+        if extra_loss is not None:
+            raise ModelError("fit takes either extra_loss or teacher_logits, not both")
+        if teacher_logits.ndim != 2 or len(teacher_logits) != len(y_all):
+            raise ModelError(f"teacher_logits must be (N, classes) for N = {len(y_all)} images; got {tuple(teacher_logits.shape)}")
+        if not temperature > 0:
+            raise ModelError(f"the distillation temperature must be positive, got {temperature}")
+        t_all = teacher_logits.detach().float().cpu()
+        if not bool(torch.isfinite(t_all).all()):
+            raise ModelError("teacher_logits contain NaN/inf values; the teacher is broken")
     gen = torch.Generator().manual_seed(10_000 + seed)
     steps_per_epoch = math.ceil(len(y_all) / batch_size)
     total = epochs * steps_per_epoch
@@ -162,6 +183,12 @@ def fit(
             if extra_loss is not None:
                 term = extra_loss(x, out)
                 loss = (1.0 - extra_weight) * loss + extra_weight * term
+            elif t_all is not None:
+                T = temperature
+                t = _upload(t_all[idx], dev)
+                kd = F.kl_div(F.log_softmax(out / T, dim=1), F.log_softmax(t / T, dim=1),
+                              reduction="batchmean", log_target=True) * (T * T)
+                loss = (1.0 - kd_weight) * loss + kd_weight * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

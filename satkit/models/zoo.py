@@ -10,6 +10,26 @@ Models are named ``<arch>-s<seed>`` (users write ``digits/resnet-s1``). Trained
 weights ship as package data in ``satkit/zoo_weights/``; ``satkit zoo`` can
 re-train them into the user cache (:func:`zoo_home`), which takes precedence.
 
+Named sets (:data:`ZOO_SETS`): ``default`` is the ten models above (the default
+study, ``satkit zoo list``/``train``); ``strategies`` is the seeds of ``resnet``
+and ``vit`` plus their *training-strategy variants* ``<arch>-<variant>``: seed 1
+(the initialization and data order of ``<arch>-s1``) with one change to the
+architecture's recipe (:data:`VARIANTS`) -- learning rate x3 (``lr``), weight
+decay x10 (``wd``), no shift augmentation (``noaug``), no label smoothing
+(``nols``), knowledge distillation from the other architecture's ``-s1`` model
+(``kd``), twice the epochs (``long``). So SAT between ``<arch>-s1`` and a
+variant measures what the training alone changes, next to what the seed alone
+changes. :data:`ZOO_MODELS` holds every model of every set.
+
+Distillation (``kd``): the teacher's weights are loaded like any zoo model
+(:func:`find_weights`); its logits on the un-augmented training images are
+computed once, before training, and the student's loss is
+``(1 - a) * CE_ls(s, y) + a * T^2 * KL(softmax(t/T) || softmax(s/T))`` with
+``a = 0.5``, ``T = 3`` (:data:`KD_WEIGHT`, :data:`KD_TEMPERATURE`; the defaults
+of ``satkit distill --soft``). The student still sees the recipe's shifted images
+while the soft target is the teacher's view of the unshifted image (offline
+distillation).
+
 Training is :func:`satkit.models.train.fit` (shared with distillation), which
 preprocesses through :func:`satkit.models.wrapper.preprocess` like the evaluation
 wrapper. Training is seeded and deterministic on CPU: the same seed and the
@@ -21,20 +41,22 @@ module never prints or exits; progress is reported only through callbacks.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
 
 from satkit.errors import ModelError, ParameterError
 from satkit.models.train import accuracy, fit, predict
-from satkit.models.wrapper import DataConfig
+from satkit.models.wrapper import DataConfig, preprocess
 
 from satkit.cards import COMPONENTS  # the paper's 13 model-card columns, in its order
 
@@ -67,11 +89,47 @@ class ZooArch:
     recipe: TrainRecipe = field(default_factory=lambda: TrainRecipe(epochs=20, lr=2e-3))
 
 
+# The kd variants' distillation settings (module docstring).
+KD_WEIGHT = 0.5
+KD_TEMPERATURE = 3.0
+
+
 @dataclass(frozen=True)
 class ZooModel:
+    """One trained zoo model: an architecture, a seed, and for a training-strategy variant its recipe change.
+
+    ``recipe_overrides`` are :class:`TrainRecipe` fields replacing the
+    architecture's (a mapping or pairs; stored as sorted pairs); ``teacher`` is the
+    zoo model distilled from (``kd_weight``, ``kd_temperature``); ``training``
+    says in words how the training differs (empty: the architecture's recipe).
+    """
+
     name: str
     arch: str
     seed: int
+    recipe_overrides: Any = ()
+    teacher: str | None = None
+    kd_weight: float = KD_WEIGHT
+    kd_temperature: float = KD_TEMPERATURE
+    training: str = ""
+
+    def __post_init__(self) -> None:
+        pairs = self.recipe_overrides.items() if isinstance(self.recipe_overrides, Mapping) else self.recipe_overrides
+        pairs = tuple(sorted((str(k), v) for k, v in pairs))
+        known = {f.name for f in dataclasses.fields(TrainRecipe)}
+        bad = [k for k, _ in pairs if k not in known]
+        if bad:
+            raise ParameterError(f"zoo model {self.name}: unknown recipe field(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+        object.__setattr__(self, "recipe_overrides", pairs)
+
+    @property
+    def is_variant(self) -> bool:
+        """True for a training-strategy variant (a changed recipe or a teacher)."""
+        return bool(self.recipe_overrides) or self.teacher is not None
+
+    def recipe(self) -> TrainRecipe:
+        """The recipe this model is trained with: its architecture's, with the overrides applied."""
+        return dataclasses.replace(ZOO_ARCHS[self.arch].recipe, **dict(self.recipe_overrides))
 
 
 # --------------------------------------------------------------------------- builders
@@ -221,11 +279,55 @@ ZOO_ARCHS: dict[str, ZooArch] = {
     ]
 }
 
+# The default zoo: seeds per architecture.
 _SEEDS = {"resnet": (1, 2, 3), "vit": (1, 2, 3), "convnext": (1,), "mixer": (1,), "convmixer": (1,), "mobilenet": (1,)}
 
-ZOO_MODELS: dict[str, ZooModel] = {
-    f"{arch}-s{seed}": ZooModel(f"{arch}-s{seed}", arch, seed) for arch, seeds in _SEEDS.items() for seed in seeds
+# Training-strategy variants of these architectures; each distills (kd) from the other one's seed-1 model.
+_STRATEGY_TEACHERS = {"resnet": "vit-s1", "vit": "resnet-s1"}
+VARIANTS = ("lr", "wd", "noaug", "nols", "kd", "long")
+LR_FACTOR = 3.0
+WD_FACTOR = 10.0
+
+
+def _variant(arch: str, variant: str) -> ZooModel:
+    """``<arch>-<variant>``: seed 1 and one change to the architecture's recipe (module docstring)."""
+    r = ZOO_ARCHS[arch].recipe
+    name = f"{arch}-{variant}"
+    if variant == "kd":
+        teacher = _STRATEGY_TEACHERS[arch]
+        return ZooModel(name, arch, 1, teacher=teacher,
+                        training=f"distilled from digits/{teacher} (soft targets, T={KD_TEMPERATURE:g}, weight {KD_WEIGHT:g})")
+    overrides, what = {
+        "lr": ({"lr": round(r.lr * LR_FACTOR, 12)}, f"learning rate x{LR_FACTOR:g} ({r.lr:g} -> {r.lr * LR_FACTOR:.3g})"),
+        "wd": ({"weight_decay": round(r.weight_decay * WD_FACTOR, 12)},
+               f"weight decay x{WD_FACTOR:g} ({r.weight_decay:g} -> {r.weight_decay * WD_FACTOR:.3g})"),
+        "noaug": ({"max_shift": 0}, f"no shift augmentation (max_shift {r.max_shift} -> 0)"),
+        "nols": ({"label_smoothing": 0.0}, f"no label smoothing ({r.label_smoothing:g} -> 0)"),
+        "long": ({"epochs": 2 * r.epochs}, f"2x epochs ({r.epochs} -> {2 * r.epochs})"),
+    }[variant]
+    return ZooModel(name, arch, 1, recipe_overrides=overrides, training=what)
+
+
+_DEFAULT_MODELS = [ZooModel(f"{arch}-s{seed}", arch, seed) for arch, seeds in _SEEDS.items() for seed in seeds]
+_VARIANT_MODELS = [_variant(arch, v) for arch in _STRATEGY_TEACHERS for v in VARIANTS]
+
+# Every zoo model (any set): what digits/<name> resolves to.
+ZOO_MODELS: dict[str, ZooModel] = {m.name: m for m in _DEFAULT_MODELS + _VARIANT_MODELS}
+
+# Named model sets; "default" is the zoo of the default study, `satkit zoo list` and `satkit zoo train`.
+ZOO_SETS: dict[str, list[str]] = {
+    "default": [m.name for m in _DEFAULT_MODELS],
+    "strategies": [n for arch in _STRATEGY_TEACHERS
+                   for n in [f"{arch}-s{seed}" for seed in _SEEDS[arch]] + [f"{arch}-{v}" for v in VARIANTS]],
 }
+DEFAULT_SET = "default"
+
+
+def zoo_set(name: str = DEFAULT_SET) -> list[str]:
+    """The model names of a named zoo set (:data:`ZOO_SETS`); :class:`ParameterError` for an unknown set."""
+    if name not in ZOO_SETS:
+        raise ParameterError(f"unknown zoo set '{name}'; known: {', '.join(ZOO_SETS)}")
+    return list(ZOO_SETS[name])
 
 
 # --------------------------------------------------------------------------- lookup
@@ -294,18 +396,21 @@ def build_zoo_module(name_or_arch: str) -> tuple[nn.Module, DataConfig, ZooArch]
 
 
 def train_zoo_model(
-    name: str, *, epochs: int | None = None, progress: Callable[[int, int], None] | None = None
+    name: str, *, epochs: int | None = None, progress: Callable[[int, int], None] | None = None,
+    teacher_weights: Path | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Train one zoo model from scratch with its recipe; returns (state_dict, metrics).
 
     Deterministic on CPU: the seed fixes the initialization (global RNG, restored
     afterwards) and the data order/augmentation (:func:`satkit.models.train.fit`).
+    A ``kd`` variant's teacher weights are ``teacher_weights`` if given, else found
+    by :func:`find_weights`.
     """
     from satkit.data.loaders import load_digits_set
 
     model_info = _model(name)
     arch = ZOO_ARCHS[model_info.arch]
-    r = arch.recipe
+    r = model_info.recipe()
     epochs = r.epochs if epochs is None else int(epochs)
     if epochs < 1:
         raise ParameterError(f"epochs must be at least 1, got {epochs}")
@@ -314,12 +419,17 @@ def train_zoo_model(
     # Training runs inside fork_rng too, so any global-RNG draw it makes is seeded as well
     # and the caller's RNG state is restored afterwards.
     with torch.random.fork_rng(devices=[]):
+        kd = {}
+        if model_info.teacher is not None:  # before seeding: building the teacher draws from the global RNG
+            logits = teacher_logits(model_info.teacher, train.images, weights=teacher_weights)
+            kd = {"teacher_logits": logits, "kd_weight": model_info.kd_weight,
+                  "temperature": model_info.kd_temperature}
         torch.manual_seed(model_info.seed)
         model = arch.build()
         fit(
             model, arch.data_config, train.images, train.labels, epochs=epochs, lr=r.lr, batch_size=r.batch_size,
             seed=model_info.seed, weight_decay=r.weight_decay, label_smoothing=r.label_smoothing,
-            max_shift=r.max_shift, warmup_epochs=r.warmup_epochs, progress=progress,
+            max_shift=r.max_shift, warmup_epochs=r.warmup_epochs, progress=progress, **kd,
         )
     seconds = time.perf_counter() - t0
     test = load_digits_set("test")
@@ -333,39 +443,75 @@ def train_zoo_model(
     return state, metrics
 
 
+@torch.no_grad()
+def teacher_logits(
+    teacher: str, images: torch.Tensor, *, weights: Path | None = None, batch_size: int = 512
+) -> torch.Tensor:
+    """Logits (N, 10, float32) of the trained zoo model ``teacher`` on uint8 canvas ``images``, no augmentation.
+
+    The weights are ``weights`` or found like any zoo model's (:func:`find_weights`);
+    the module runs in eval mode through its own preprocessing, in fixed batches
+    (so the same weights and thread count give the same logits).
+    """
+    from safetensors.torch import load_file
+
+    from satkit.io.pixels import as_float
+
+    t = _model(teacher).name
+    path = Path(weights) if weights is not None else find_weights(t)
+    if path is None:
+        raise ModelError(f"the teacher digits/{t} has no trained weights; train it first (satkit zoo train {t})")
+    module, cfg, _ = build_zoo_module(teacher)
+    module.load_state_dict(load_file(str(path)), strict=True)
+    out = [module(preprocess(as_float(images[i : i + batch_size]), cfg)).float() for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, NUM_CLASSES)
+
+
 def train_zoo(
     names: list[str] | None = None,
     out_dir: Path | None = None,
     *,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[dict]:
-    """Train zoo models and write ``<out_dir>/<name>.safetensors`` atomically (default: :func:`zoo_home`)."""
+    """Train zoo models and write ``<out_dir>/<name>.safetensors`` atomically (default: :func:`zoo_home`).
+
+    ``names`` defaults to the default set (:data:`ZOO_SETS`); any zoo model can be named.
+    A ``kd`` variant is trained after its teacher when both are named, and distills
+    from ``<out_dir>/<teacher>.safetensors`` when that exists (else :func:`find_weights`).
+    Rows come in the order of ``names``.
+    """
     from safetensors.torch import save_file
 
     from satkit.io.atomic import atomic_output
     from satkit.io.tensorfile import canonicalize_header
 
-    models = [_model(n) for n in (names if names is not None else list(ZOO_MODELS))]  # validate all names first
+    models = [_model(n) for n in (names if names is not None else zoo_set(DEFAULT_SET))]  # validate all names first
     out = Path(out_dir) if out_dir is not None else zoo_home()
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for m in models:
+    rows: dict[str, dict] = {}
+    named = {m.name for m in models}
+    for m in sorted(models, key=lambda m: m.teacher in named):  # stable: teachers named here first
         cb = (lambda done, total, _n=m.name: progress(_n, done, total)) if progress is not None else None
-        state, metrics = train_zoo_model(m.name, progress=cb)
+        tw = out / f"{m.teacher}{WEIGHTS_SUFFIX}" if m.teacher is not None else None
+        state, metrics = train_zoo_model(m.name, progress=cb, teacher_weights=tw if tw is not None and tw.is_file() else None)
         path = out / f"{m.name}{WEIGHTS_SUFFIX}"
         meta = {"satkit_zoo": m.name, "arch": m.arch, "seed": str(m.seed), "test_accuracy": f"{metrics['test_accuracy']:.4f}"}
+        if m.is_variant:  # the seed models' files keep exactly their old metadata
+            meta["training"] = m.training
+            meta["recipe"] = json.dumps(dataclasses.asdict(m.recipe()), sort_keys=True)
+            if m.teacher is not None:
+                meta["teacher"] = f"{ZOO_PREFIX}{m.teacher}"
+                meta["kd"] = json.dumps({"weight": m.kd_weight, "temperature": m.kd_temperature}, sort_keys=True)
         with atomic_output(path) as tmp:
             save_file(state, str(tmp), metadata=meta)
             canonicalize_header(tmp)  # sorted header: the same weights give the same bytes (and weights id)
-        rows.append(
-            {
-                "name": m.name,
-                "arch": m.arch,
-                "seed": m.seed,
-                "test_accuracy": metrics["test_accuracy"],
-                "train_seconds": metrics["train_seconds"],
-                "params": metrics["params"],
-                "path": str(path),
-            }
-        )
-    return rows
+        rows[m.name] = {
+            "name": m.name,
+            "arch": m.arch,
+            "seed": m.seed,
+            "test_accuracy": metrics["test_accuracy"],
+            "train_seconds": metrics["train_seconds"],
+            "params": metrics["params"],
+            "path": str(path),
+        }
+    return [rows[m.name] for m in models]

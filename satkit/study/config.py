@@ -16,11 +16,11 @@ from satkit.models import ModelOptions, model_display_name
 from satkit.study.layout import StudyDir, slug
 
 
-def default_models() -> list[str]:
-    """The built-in digits zoo (``satkit zoo list``)."""
+def default_models(zoo_set: str = "default") -> list[str]:
+    """A named set of the built-in digits zoo (``satkit zoo list --set``); the default study's is "default"."""
     from satkit.models import zoo
 
-    return [f"digits/{n}" for n in zoo.ZOO_MODELS]
+    return [f"digits/{n}" for n in zoo.zoo_set(zoo_set)]
 
 
 @dataclass(frozen=True)
