@@ -1,6 +1,6 @@
 """`satkit study --precision W` against the fixed full sample, on the digits zoo (docs/performance.md).
 
-    python benchmarks/adaptive_precision.py ROOT [--fixed FIXED_STUDY] [--widths 0.3 0.2 0.1] [--chunk 100]
+    python benchmarks/adaptive_precision.py ROOT [--data digits:all] [--fixed FIXED_STUDY] [--widths 0.3 0.2 0.1] [--chunk 100]
 
 Runs the adaptive study in ROOT for each W from the loosest to the tightest (each
 run resumes the chunks the previous ones made, so the wall time of W is the sum
@@ -31,18 +31,19 @@ def main() -> None:
     ap.add_argument("--fixed", type=Path, default=None)
     ap.add_argument("--widths", type=float, nargs="+", default=[0.3, 0.2, 0.1])
     ap.add_argument("--chunk", type=int, default=100)
+    ap.add_argument("--data", default="digits", help="digits (540 test images) or digits:all (1797)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     fixed_dir = a.fixed or a.root / "fixed"
     t0 = time.perf_counter()
-    fixed = run_study(StudyConfig.create(None, fixed_dir, analyses=False))
+    fixed = run_study(StudyConfig.create(None, fixed_dir, data=a.data, analyses=False))
     fixed_seconds = time.perf_counter() - t0 if fixed.attacks_run else None
     names_f, F = read_similarity_matrix(fixed_dir / "sat.csv")
     k = spectral_cluster(names_f, F).k
     rows, total = [], 0.0
     for w in sorted(a.widths, reverse=True):
         t0 = time.perf_counter()
-        res = run_adaptive(StudyConfig.create(None, a.root / "adaptive", analyses=False), w, chunk=a.chunk)
+        res = run_adaptive(StudyConfig.create(None, a.root / "adaptive", data=a.data, analyses=False), w, chunk=a.chunk)
         total += time.perf_counter() - t0
         names_a, A = read_similarity_matrix(a.root / "adaptive" / "sat.csv")
         c = compare_matrices(names_f, F, names_a, A, k=k)

@@ -2,6 +2,9 @@
 
     pip install -e ".[bench]"
     python benchmarks/bench.py --out benchmarks/results.json      # prints a table, writes JSON
+    python benchmarks/bench.py --only pgd transfer --quick --batch 2 --steps 2 --repeats 1   # parts, small
+      (a partial run prints and writes only what it measured, to benchmarks/results.partial.json
+       unless --out; --merge updates the parts of an existing --out JSON instead)
 
 Measures in ONE run, same machine, same models, batch, steps and eps:
 
@@ -150,8 +153,8 @@ def make_attack_files(tmp: Path, n: int, k: int, labels_from=None, prefix: str =
 
 
 def bench_transfer(name: str, tmp: Path, n: int, batch: int) -> dict:
-    from satkit.transfer import open_attack_files, run_transfer
     from satkit.attacks.quantize import as_float
+    from satkit.transfer import open_attack_files, run_transfer
 
     lm = wrapped(name)
     files = make_attack_files(tmp, n, 1, labels_from=lm.module, prefix=f"t_{name}_")
@@ -208,7 +211,8 @@ def bench_attack_job(tmp: Path, n: int, steps: int) -> dict:
 
     def loop() -> tuple[float, float]:
         c0, t0 = time.process_time(), time.perf_counter()
-        run_attack(lm, data, AttackParams(steps=steps), batch_size=32)
+        # attack_all: random weights get (almost) no sample right, and by default only correct samples are attacked
+        run_attack(lm, data, AttackParams(steps=steps, attack_all=True), batch_size=32)
         return time.perf_counter() - t0, time.process_time() - c0
 
     load_before = os.getloadavg()
@@ -216,7 +220,7 @@ def bench_attack_job(tmp: Path, n: int, steps: int) -> dict:
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "satkit", "-q", "attack", "resnet18", "--random-init", "--data", str(root),
-                    "--steps", str(steps), "--batch-size", "32", "-o", str(tmp / "job.safetensors")], check=True)
+                    "--steps", str(steps), "--attack-all", "--batch-size", "32", "-o", str(tmp / "job.safetensors")], check=True)
     t_job = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     loop_after = loop()
@@ -242,8 +246,13 @@ def bench_study_counts(tmp: Path) -> dict:
     res = run_study(StudyConfig.create(models, tmp / "study", params=AttackParams(eps=0.1, steps=5), n=100, analyses=False))
     both = int(res.matrix.long["n_both"].sum() * 2 - res.matrix.long.filter(res.matrix.long["a"] == res.matrix.long["b"])["n_both"].sum())
     n = len(models)
+    # the transfer jobs' own count (the attack jobs' depends on how many samples each source gets right)
+    transfer_forward = sum(j.forward_samples for j in res.jobs if j.kind == "transfer")
     return {"models": n, "model_loads": res.model_loads, "min_model_loads": 2 * n,
-            "transfer_forward": res.forward_samples - n * 100 * (5 + 2), "min_transfer_forward": both}
+            "transfer_forward": transfer_forward, "min_transfer_forward": both}
+
+
+PARTS = ["pgd", "transfer", "memory", "job", "counts", "study"]
 
 
 def main() -> None:
@@ -251,17 +260,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results.json"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON to write (default: benchmarks/results.json for a full run, "
+                         "benchmarks/results.partial.json with --only, so a partial run never overwrites a full one)")
+    ap.add_argument("--merge", action="store_true",
+                    help="update the parts of an existing --out JSON that this run measured and keep the others "
+                         "(the table still shows only this run)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
-    ap.add_argument("--only", choices=["pgd", "transfer", "memory", "job", "counts", "study"], nargs="+", help="run only these parts")
+    ap.add_argument("--only", choices=PARTS, nargs="+", help="run only these parts")
     a = ap.parse_args()
+    out = a.out or Path("benchmarks/results.partial.json" if a.only else "benchmarks/results.json")
     torch.manual_seed(0)
     res: dict = {"machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                              "python": platform.python_version(), "cuda": torch.cuda.is_available()}}
     eps = 8 / 255
-    want = set(a.only or ["pgd", "transfer", "memory", "job", "counts", "study"])
-    if a.only and a.out.exists():  # update a previous run's JSON part by part
-        res = {**json.loads(a.out.read_text()), "machine": res["machine"]}
+    want = set(a.only or PARTS)
     if "pgd" in want:
         res["pgd"] = [bench_pgd(m, a.batch, a.steps, eps, a.repeats) for m in ("resnet18", "vit_small_patch16_224")]
     with tempfile.TemporaryDirectory() as d:
@@ -281,42 +294,46 @@ def main() -> None:
             from study_scale import run_all
 
             res["study_scale"] = run_all(tmp)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=2))
+    saved = res
+    if a.merge and out.exists():  # this run's parts replace the old ones; parts it did not run are kept
+        saved = {**json.loads(out.read_text()), **res}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(saved, indent=2))
     print_table(res)
+    print(f"\nwritten: {out}" + (" (merged with the parts already there)" if saved is not res else ""))
 
 
 def print_table(res: dict) -> None:
-    print(f"machine: {res['machine']}")
-    if "pgd" not in res:  # a partial run (--only): print what is there
-        if "study_scale" in res:
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from study_scale import print_scale
-
-            print_scale(res["study_scale"])
-        return
-    print("\nPGD (CPU fp32), per step; ratios > 1 mean satkit is faster")
-    print(f"{'model':24} {'fwd s':>7} {'floor s':>8} {'satkit s':>9} {'step/fwd':>9} {'step/floor':>10} {'vs TA':>6} {'vs ART':>7}  success (satkit/TA/ART)")
-    for r in res["pgd"]:
-        s = r["success_rate"]
-        print(f"{r['model']:24} {r['forward_s']:7.3f} {r['floor_step_s']:8.3f} {r['step_s']['satkit']:9.3f} {r['step_over_forward']:9.2f} "
-              f"{r['step_over_floor']:10.3f} {r['speedup_vs_torchattacks']:6.2f} {r['speedup_vs_art']:7.2f}  "
-              f"{s['satkit']:.2f}/{s['torchattacks']:.2f}/{s['art']:.2f}")
-    print("\ntransfer vs bare inference loop (same images, same batches)")
-    for r in res["transfer"]:
-        print(f"{r['model']:24} {r['images']} images: transfer {r['transfer_s']:.2f} s, bare {r['bare_loop_s']:.2f} s, ratio {r['transfer_over_bare']:.2f}")
-    m = res["transfer_peak_rss"]
-    print(f"\ntransfer peak RSS: 2 files {m['files_2'] / 2**20:.0f} MiB, 8 files {m['files_8'] / 2**20:.0f} MiB (each file {m['file_bytes'] / 2**20:.0f} MiB)")
-    j = res["attack_job"]
-    print(f"\nwhole attack job from a folder of {j['images']} JPEGs: {j['job_s']:.1f} s; attack loop alone {j['attack_loop_s']:.1f} s; ratio {j['loop_over_job']:.2f}")
-    if "job_cpu_s" in j:
-        before, after = j["attack_loop_runs_s"]
-        print(f"  loop before / after the job {before:.1f} / {after:.1f} s; CPU s: job {j['job_cpu_s']:.1f}, loop {j['attack_loop_cpu_s']:.1f}; "
-              f"new process imports + model {j['startup_s']:.1f} s; load_data (decode) {j['decode_s']:.1f} s; "
-              f"1-min load average {j['loadavg_1min'][0]:.1f} -> {j['loadavg_1min'][1]:.1f}")
-    c = res["study_counts"]
-    print(f"\nstudy of {c['models']} models: {c['model_loads']} model loads (minimum {c['min_model_loads']}), "
-          f"{c['transfer_forward']} transfer forwards (minimum sum |X_AB| = {c['min_transfer_forward']})")
+    """Every section that is in ``res``, and only those: a partial run (--only) prints what it measured."""
+    if "machine" in res:
+        print(f"machine: {res['machine']}")
+    if "pgd" in res:
+        print("\nPGD (CPU fp32), per step; ratios > 1 mean satkit is faster")
+        print(f"{'model':24} {'fwd s':>7} {'floor s':>8} {'satkit s':>9} {'step/fwd':>9} {'step/floor':>10} {'vs TA':>6} {'vs ART':>7}  success (satkit/TA/ART)")
+        for r in res["pgd"]:
+            s = r.get("success_rate", {})
+            succ = "/".join(f"{s[k]:.2f}" if k in s else "-" for k in ("satkit", "torchattacks", "art"))
+            print(f"{r['model']:24} {r['forward_s']:7.3f} {r['floor_step_s']:8.3f} {r['step_s']['satkit']:9.3f} {r['step_over_forward']:9.2f} "
+                  f"{r['step_over_floor']:10.3f} {r['speedup_vs_torchattacks']:6.2f} {r['speedup_vs_art']:7.2f}  {succ}")
+    if "transfer" in res:
+        print("\ntransfer vs bare inference loop (same images, same batches)")
+        for r in res["transfer"]:
+            print(f"{r['model']:24} {r['images']} images: transfer {r['transfer_s']:.2f} s, bare {r['bare_loop_s']:.2f} s, ratio {r['transfer_over_bare']:.2f}")
+    if "transfer_peak_rss" in res:
+        m = res["transfer_peak_rss"]
+        print(f"\ntransfer peak RSS: 2 files {m['files_2'] / 2**20:.0f} MiB, 8 files {m['files_8'] / 2**20:.0f} MiB (each file {m['file_bytes'] / 2**20:.0f} MiB)")
+    if "attack_job" in res:
+        j = res["attack_job"]
+        print(f"\nwhole attack job from a folder of {j['images']} JPEGs: {j['job_s']:.1f} s; attack loop alone {j['attack_loop_s']:.1f} s; ratio {j['loop_over_job']:.2f}")
+        if "job_cpu_s" in j:
+            before, after = j["attack_loop_runs_s"]
+            print(f"  loop before / after the job {before:.1f} / {after:.1f} s; CPU s: job {j['job_cpu_s']:.1f}, loop {j['attack_loop_cpu_s']:.1f}; "
+                  f"new process imports + model {j['startup_s']:.1f} s; load_data (decode) {j['decode_s']:.1f} s; "
+                  f"1-min load average {j['loadavg_1min'][0]:.1f} -> {j['loadavg_1min'][1]:.1f}")
+    if "study_counts" in res:
+        c = res["study_counts"]
+        print(f"\nstudy of {c['models']} models: {c['model_loads']} model loads (minimum {c['min_model_loads']}), "
+              f"{c['transfer_forward']} transfer forwards (minimum sum |X_AB| = {c['min_transfer_forward']})")
     if "study_scale" in res:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from study_scale import print_scale
