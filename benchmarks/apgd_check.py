@@ -9,6 +9,11 @@ feeds them), same eps and steps. Success rate = the fraction of the model's
 correctly classified samples that the float adversarial fools (no 8-bit storage
 here). satkit pgd at the same steps is shown for scale. Exits 1 if satkit's apgd-ce
 falls more than ``--tolerance`` points (default 1) below torchattacks on any model.
+
+By default satkit starts from the runner's random start (seeded per sample id, what
+``satkit attack`` uses) and torchattacks from its own draw: the gap then includes
+the luck of two different random starts (a sample or two at n=200, eps=0.03).
+``--same-start`` gives satkit torchattacks' start, so the gap is the algorithms' alone.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ def timed(fn, x, y, batch: int) -> tuple[torch.Tensor, float]:
     return adv, time.perf_counter() - t
 
 
-def check_model(name: str, data, eps: float, steps: int, batch: int, seed: int) -> dict:
+def check_model(name: str, data, eps: float, steps: int, batch: int, seed: int, same_start: bool) -> dict:
     import torchattacks
 
     from satkit.attacks import AttackParams
@@ -48,12 +53,24 @@ def check_model(name: str, data, eps: float, steps: int, batch: int, seed: int) 
     x, y = pixels_on(data.images).to(lm.device), data.labels.to(lm.device)
     with torch.inference_mode():
         correct = net(x).argmax(1) == y
-    # the runner's own random start: U(-eps, eps), seeded per sample id
-    init = random_start_noise(data.ids, tuple(x.shape[1:]), eps, seed).to(lm.device)
+    if same_start:
+        # torchattacks' own start: per batch, torch.manual_seed(seed), then 2 * rand - 1 for the batch's correctly
+        # classified samples (the only ones it attacks). apgd-ce rescales its start to L-inf norm eps per sample as
+        # torchattacks does, so this t gives it the same x0 bit for bit; pgd takes its start as given: t * eps
+        t = torch.zeros_like(x)
+        for s in range(0, len(x), batch):
+            with torch.inference_mode():
+                idx = (net(x[s:s + batch]).argmax(1) == y[s:s + batch]).nonzero().squeeze(1) + s
+            torch.manual_seed(seed)
+            t[idx] = (2 * torch.rand((len(idx), *x.shape[1:])) - 1).to(t.device)
+        init_apgd, init_pgd = t, t * eps
+    else:
+        # the runner's own random start: U(-eps, eps), seeded per sample id (what `satkit attack` uses)
+        init_apgd = init_pgd = random_start_noise(data.ids, tuple(x.shape[1:]), eps, seed).to(lm.device)
     a_apgd = AttackParams(eps=eps, steps=steps, attack="apgd-ce", seed=seed)
     a_pgd = AttackParams(eps=eps, steps=steps, attack="pgd", seed=seed)
 
-    def run_satkit(fn, params):
+    def run_satkit(fn, params, init):
         return lambda xb, yb, s: fn(net, xb, yb, eps=eps, steps=steps, alpha=params.alpha, init=init[s:s + len(xb)],
                                     **params.option_values)
 
@@ -64,8 +81,8 @@ def check_model(name: str, data, eps: float, steps: int, batch: int, seed: int) 
             torch.autograd.grad(net(xb).logsumexp(1).sum(), xb)
     ta = torchattacks.APGD(net, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed)
     rows = {}
-    for key, fn in (("satkit_apgd", run_satkit(apgd_ce, a_apgd)), ("torchattacks_apgd", lambda xb, yb, s: ta(xb, yb)),
-                    ("satkit_pgd", run_satkit(pgd_linf, a_pgd))):
+    for key, fn in (("satkit_apgd", run_satkit(apgd_ce, a_apgd, init_apgd)), ("torchattacks_apgd", lambda xb, yb, s: ta(xb, yb)),
+                    ("satkit_pgd", run_satkit(pgd_linf, a_pgd, init_pgd))):
         adv, t = timed(fn, x, y, batch)
         d = (adv - x).abs().max().item()
         assert d <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1, f"{key} left the eps-ball ({d})"
@@ -89,17 +106,21 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tolerance", type=float, default=1.0, help="allowed shortfall vs torchattacks, in points")
+    ap.add_argument("--same-start", action="store_true",
+                    help="give satkit torchattacks' random start (a paired comparison of the algorithms alone)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
 
     data = load_digits_set("test", n=args.n)
-    print(f"digits test n={len(data)}  eps={args.eps}  steps={args.steps}  torch threads={torch.get_num_threads()}")
+    start = "torchattacks' start for all" if args.same_start else "satkit: the runner's per-sample start"
+    print(f"digits test n={len(data)}  eps={args.eps}  steps={args.steps}  seed={args.seed}  ({start})  "
+          f"torch threads={torch.get_num_threads()}")
     head = f"{'model':14s} {'clean':>6s} | {'satkit apgd':>11s} {'ta APGD':>8s} {'gap':>6s} {'satkit pgd':>10s} | ms/img: {'apgd':>5s} {'ta':>5s} {'pgd':>5s}"
     print(head)
     print("-" * len(head))
     results = []
     for name in args.models.split(","):
-        r = check_model(name.strip(), data, args.eps, args.steps, args.batch_size, args.seed)
+        r = check_model(name.strip(), data, args.eps, args.steps, args.batch_size, args.seed, args.same_start)
         results.append(r)
         s, t, p = r["satkit_apgd"], r["torchattacks_apgd"], r["satkit_pgd"]
         print(f"{r['model']:14s} {r['clean_accuracy']:6.1%} | {s['success']:11.1%} {t['success']:8.1%} {r['gap_points']:+6.1f} "
