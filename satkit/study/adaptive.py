@@ -58,13 +58,14 @@ def _chunk_cfg(cfg: StudyConfig, k: int, m: int) -> StudyConfig:
                    analyses=False, ci=None, per_sample=True)
 
 
-def union_matrix(chunk_cfgs: list[StudyConfig], eps_s: float) -> tuple[SatMatrix, pl.DataFrame]:
-    """The SAT matrix of the union of finished chunk studies (summed counts) and their per-sample outcomes."""
-    tables, samples = [], []
-    for c in chunk_cfgs:
-        for spec in c.models:
-            tables.append(read_table(c.dir.transfer_path(spec), "transfer table"))
-            samples.append(read_table(c.dir.samples_path(spec), "per-sample table"))
+def chunk_tables(c: StudyConfig) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+    """A finished chunk study's transfer tables and per-sample outcomes (read once per chunk, not once per step)."""
+    return ([read_table(c.dir.transfer_path(spec), "transfer table") for spec in c.models],
+            [read_table(c.dir.samples_path(spec), "per-sample table") for spec in c.models])
+
+
+def union_matrix(tables: list[pl.DataFrame], samples: list[pl.DataFrame], eps_s: float) -> tuple[SatMatrix, pl.DataFrame]:
+    """The SAT matrix of the union of disjoint chunks (their counts summed) and their per-sample outcomes."""
     df = pl.concat(tables, how="diagonal_relaxed")
     has_same = "n_same_class" in df.columns and df["n_same_class"].null_count() == 0
     summed = df.group_by(["source", "target"], maintain_order=True).agg(
@@ -95,15 +96,18 @@ def run_adaptive(cfg: StudyConfig, precision: float, *, chunk: int = DEFAULT_CHU
     available = total if cfg.data.n is None else min(total, math.ceil(cfg.data.n / chunk) * chunk)
     max_chunks = math.ceil(available / chunk)
     root = Path(cfg.out)
-    done_cfgs: list[StudyConfig] = []
+    tables: list[pl.DataFrame] = []
+    samples_all: list[pl.DataFrame] = []
     history: list[dict[str, Any]] = []
     results: list[StudyResult] = []
     mat, ci, hw, stopped = None, None, math.inf, "n"
     for k in range(max_chunks):
         c = _chunk_cfg(cfg, k, chunk)
         results.append(run_study(c, device=device, executor=executor, on_event=on_event))
-        done_cfgs.append(c)
-        mat, samples = union_matrix(done_cfgs, cfg.eps_s)
+        t, sm = chunk_tables(c)
+        tables += t
+        samples_all += sm
+        mat, samples = union_matrix(tables, samples_all, cfg.eps_s)
         try:
             ci = bootstrap_ci(samples, mat.names, eps_s=cfg.eps_s, level=level, n_boot=n_boot, seed=cfg.params.seed,
                               matrix=mat)
