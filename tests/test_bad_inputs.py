@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from satkit.cli.app import app
 from tests.cli_helpers import run_bad_case
 from tests.conftest import TinyCNN
+from tests.test_trust_images import png_1bit
 
 runner = CliRunner()
 
@@ -56,6 +57,14 @@ def ws(tmp_path_factory):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "folder_flat" / "img.png")
     (d / "folder_broken" / "cat").mkdir(parents=True)
     (d / "folder_broken" / "cat" / "bad.jpg").write_bytes(b"\xff\xd8 garbage")
+    for name, write in (("folder_float", lambda p: Image.fromarray(np.full((8, 8), 2.5, np.float32)).save(p / "f.tif")),
+                        ("folder_int32", lambda p: Image.fromarray(np.full((8, 8), 1000, np.int32)).save(p / "i32.tif")),
+                        ("folder_bomb", lambda p: png_1bit(p / "bomb.png", 20000, 20000))):
+        (d / name / "cat").mkdir(parents=True)
+        write(d / name / "cat")
+    (d / "folder_labelled").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "folder_labelled" / "img.png")
+    (d / "huge_labels.csv").write_text("filename,label\nimg.png,999999999999\n")
     ro = d / "readonly"
     ro.mkdir()
     os.chmod(ro, stat.S_IRUSR | stat.S_IXUSR)
@@ -79,6 +88,11 @@ CASES = [
     ("folder-no-images", ["attack", "{d}/good.pt", "--data", "{d}/folder_empty", "-o", "{out}.safetensors"], ["no images"]),
     ("folder-no-class-folders", ["attack", "{d}/good.pt", "--data", "{d}/folder_flat", "-o", "{out}.safetensors"], ["no class sub-folders"]),
     ("unreadable-image", ["attack", "{d}/good.pt", "--data", "{d}/folder_broken", "-o", "{out}.safetensors"], ["bad.jpg", "cannot decode"]),
+    ("image-float-out-of-range", ["attack", "digits/resnet-s1", "--data", "{d}/folder_float", "-o", "{out}.safetensors"], ["f.tif", "mode F", "[0, 1]"]),
+    ("image-32-bit-integer", ["attack", "digits/resnet-s1", "--data", "{d}/folder_int32", "-o", "{out}.safetensors"], ["i32.tif", "mode I"]),
+    ("image-decompression-bomb", ["attack", "digits/resnet-s1", "--data", "{d}/folder_bomb", "-o", "{out}.safetensors"], ["bomb.png", "decompression-bomb limit"]),
+    ("labels-huge-class-index", ["attack", "digits/resnet-s1", "--data", "{d}/folder_labelled", "--labels", "{d}/huge_labels.csv", "-o", "{out}.safetensors"],
+     ["huge_labels.csv line 2", "1,000,000 classes"]),
     ("unknown-timm-name", ["attack", "resnet_nope_42", "-o", "{out}.safetensors"], ["unknown model"]),
     ("weights-offline", ["attack", "test_vit.r160_in1k", "--n", "10", "-o", "{out}.safetensors"], ["cannot be downloaded"]),
     ("state-dict-misfit", ["attack", "{d}/weights_misfit.safetensors", "--arch", "digits/resnet", "-o", "{out}.safetensors"], ["does not fit"]),

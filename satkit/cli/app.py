@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import warnings
 from typing import Optional
 
 import typer
@@ -51,6 +52,9 @@ def _root(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr (all commands)."),
 ) -> None:
     c.STATE.quiet = quiet
+    # The image decoder refuses images over PIL's pixel limit with one line of its own; PIL's
+    # warning for them (printed before that error) would be a second line on stderr.
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit of \d+ pixels, could be decompression bomb")
 
 
 app.command()(study)

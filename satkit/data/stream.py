@@ -68,6 +68,10 @@ def list_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
 # ---------------------------------------------------------------- flat folder + labels file
 
 _SYNSET = re.compile(r"n[0-9]{8}")
+# Integer labels above this are refused before anything is sized by them. It is 45x the largest
+# classifier heads in use (ImageNet-21k: 21,843); the model's class count is checked later
+# (satkit.models.fit.check_fits) and bounds the labels of any one run further.
+MAX_LABEL_CLASSES = 1_000_000
 
 
 def imagenet_synsets() -> list[str]:
@@ -138,8 +142,13 @@ def read_labels_file(path: Path) -> LabelsFile:
                 raise DataError(f"{path} line {lineno}: unknown synset '{lab}' (not one of the 1,000 ImageNet-1k classes)")
             value = index[lab]
         else:
-            if not _is_int(lab) or int(lab) < 0:
+            if not _is_int(lab):
                 raise DataError(f"{path} line {lineno}: label '{lab}' is neither a class index (integer >= 0) nor a synset id")
+            # bounded before int() and before the class list, whose length is the largest label
+            if len(lab.lstrip("0")) > len(str(MAX_LABEL_CLASSES)) or int(lab) >= MAX_LABEL_CLASSES:
+                shown = lab if len(lab) <= 24 else lab[:20] + "..."
+                raise DataError(f"{path} line {lineno}: class index {shown} is beyond the bound of {MAX_LABEL_CLASSES:,} "
+                                f"classes (indices 0 to {MAX_LABEL_CLASSES - 1:,}); fix the label")
             value = int(lab)
         if name in labels:
             raise DataError(f"{path} line {lineno}: image '{name}' is labelled twice")
@@ -213,19 +222,104 @@ def open_flat_folder(root: Path, labels_path: Path, canvas: int | None, n: int |
     )
 
 
+# Every image becomes 8 bits per channel (stored uint8, read as value / 255 in [0, 1]) by the
+# rules below, so no mode is saturated or zeroed by a blind convert("RGB"); docs/formats.md lists them.
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+# Formats whose 32-bit mode "I" holds 16-bit samples: PGM/PPM (PIL scales any maxval above 255 to
+# 65535) and PNG (16-bit grey opened as "I" by older Pillow). Elsewhere (32-bit TIFF, ...) "I" has
+# no white level to scale by.
+_SIXTEEN_BIT_AS_I = {"PNG", "PPM"}
+_ALPHA = {"LA", "La", "PA", "RGBA", "RGBa"}
+# Transparent pixels are composited over white: what an image viewer or a web page shows.
+BACKGROUND = 255
+# EXIF orientation (tag 0x0112) -> the transpose that shows the picture upright (PIL.ImageOps.exif_transpose's table).
+_ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+                6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _pixel_limit_error(path: Path, pixels: int | None, limit: int) -> DataError:
+    size = f" ({pixels:,} pixels)" if pixels is not None else ""
+    return DataError(f"{path}: image too large{size}, over PIL's decompression-bomb limit of {limit:,} pixels; "
+                     "downscale it (from Python, PIL.Image.MAX_IMAGE_PIXELS sets the limit)")
+
+
+def _to_8bit(im: Any, path: Path, mode: str) -> Any:
+    """``im`` as an 8-bit image of ``mode`` ("RGB" or "L"), each source mode read by its own rule."""
+    from PIL import Image
+
+    src = im.mode
+    if src in _SIXTEEN_BIT or (src == "I" and im.format in _SIXTEEN_BIT_AS_I):
+        a = np.asarray(im)
+        if src == "I" and a.size and (a.min() < 0 or a.max() > 65535):
+            raise DataError(f"{path}: 16-bit image (mode I) with values outside 0..65535; re-save it as an 8- or 16-bit image")
+        a16 = a.astype(np.uint32)
+        grey = Image.fromarray(((a16 + 128) // 257).astype(np.uint8), "L")  # round(v / 65535 * 255)
+        key = im.info.get("transparency")
+        if isinstance(key, int):  # a 16-bit grey value marked transparent (PNG tRNS)
+            alpha = Image.fromarray(np.where(a16 == key, 0, 255).astype(np.uint8), "L")
+            return _composite(Image.merge("LA", (grey, alpha)), mode)
+        return grey if mode == "L" else grey.convert(mode)
+    if src == "F":
+        a = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(a).all():
+            raise DataError(f"{path}: float image (mode F) holds NaN or infinite values; remove or replace it")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(f"{path}: float image (mode F) with values from {lo:g} to {hi:g}; satkit reads float images "
+                            "as intensities in [0, 1] and does not guess another scale: scale it to [0, 1] or save it as 8/16-bit")
+        grey = Image.fromarray(np.floor(a * 255.0 + 0.5).astype(np.uint8), "L")
+        return grey if mode == "L" else grey.convert(mode)
+    if src == "I":
+        raise DataError(f"{path}: 32-bit integer image (mode I, {im.format or 'unknown format'}) has no defined white level; "
+                        "save it as an 8- or 16-bit image")
+    if src in _ALPHA or "transparency" in im.info:
+        try:
+            rgba = im.convert("RGBA")  # applies a palette's or a colour key's transparency
+        except ValueError:
+            raise DataError(f"{path}: image mode {src} is not supported; save it as RGB, RGBA or grayscale") from None
+        return _composite(rgba, mode)
+    if src == mode:
+        return im
+    try:
+        if src == "LAB" and mode == "L":
+            return im.convert("RGB").convert("L")
+        return im.convert(mode)
+    except ValueError:
+        raise DataError(f"{path}: image mode {src} is not supported; save it as RGB or grayscale") from None
+
+
+def _composite(im: Any, mode: str) -> Any:
+    """An image with alpha ("LA" or "RGBA") over the white BACKGROUND, as ``mode``."""
+    from PIL import Image
+
+    a = np.asarray(im, dtype=np.uint32)
+    alpha, colour = a[..., -1:], a[..., :-1]
+    out = (colour * alpha + BACKGROUND * (255 - alpha) + 127) // 255
+    flat = Image.fromarray(out.astype(np.uint8).squeeze(-1) if out.shape[-1] == 1 else out.astype(np.uint8),
+                           "L" if out.shape[-1] == 1 else "RGB")
+    return flat if flat.mode == mode else flat.convert(mode)
+
+
 def decode_resize_into(out: np.ndarray, path: Path, canvas: int, channels: int = 3, crop_pct: float = DEFAULT_CROP_PCT) -> None:
     """Decode one image into ``out`` (uint8, (C, canvas, canvas)): shorter side -> canvas/crop_pct, center crop.
 
-    Bicubic (antialiased) resize of the fully decoded image. JPEG draft mode
-    (DCT-domain downscaling) is deliberately not used: it changes the pixels.
+    The image is first made 8-bit RGB (or L) by :func:`_to_8bit` and turned upright by
+    its EXIF orientation. Bicubic (antialiased) resize of the fully decoded image. JPEG
+    draft mode (DCT-domain downscaling) is deliberately not used: it changes the pixels.
     """
     from PIL import Image, UnidentifiedImageError
 
     mode = "RGB" if channels == 3 else "L"
     try:
         with Image.open(path) as im:
-            if im.mode != mode:  # convert() to the same mode would only copy
-                im = im.convert(mode)
+            limit = Image.MAX_IMAGE_PIXELS
+            # PIL only warns between limit and 2 * limit (and decodes); satkit refuses from the limit on
+            if limit is not None and im.size[0] * im.size[1] > limit:
+                raise _pixel_limit_error(path, im.size[0] * im.size[1], limit)
+            orientation = im.getexif().get(0x0112, 1)
+            im = _to_8bit(im, path, mode)
+            if isinstance(orientation, int) and orientation in _ORIENTATION:
+                im = im.transpose(getattr(Image.Transpose, _ORIENTATION[orientation]))
             w, h = im.size
             scale = (canvas / crop_pct) / min(w, h)
             nw, nh = max(canvas, round(w * scale)), max(canvas, round(h * scale))
@@ -233,6 +327,9 @@ def decode_resize_into(out: np.ndarray, path: Path, canvas: int, channels: int =
             left, top = (nw - canvas) // 2, (nh - canvas) // 2
             im = im.crop((left, top, left + canvas, top + canvas))
             arr = np.asarray(im, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # the warning when a filter makes it an error
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        raise _pixel_limit_error(path, int(m.group(1)) if m else None, Image.MAX_IMAGE_PIXELS or 0) from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"{path}: cannot decode image ({' '.join(str(e).split())[:120]}); remove or replace it") from None
     if arr.ndim == 2:
