@@ -42,6 +42,19 @@ class TinyCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
+def save_program(module: nn.Module, path, channels: int | None = None):
+    """Save ``module`` as a ``.pt2`` (torch.export) with dynamic batch, height and width: a user's own model
+    the safe way (TorchScript and pickles run code and need --allow-code-execution)."""
+    module = module.eval()
+    if channels is None:
+        channels = next(p for p in module.parameters() if p.ndim == 4).shape[1]
+    dims = {0: torch.export.Dim("batch", min=1, max=4096), 2: torch.export.Dim("h", min=4, max=2048),
+            3: torch.export.Dim("w", min=4, max=2048)}
+    ep = torch.export.export(module, (torch.zeros(2, channels, 16, 16),), dynamic_shapes=(dims,))
+    torch.export.save(ep, str(path))
+    return path
+
+
 def tiny_model(name: str = "tiny", input_size=(1, 16, 16), seed: int = 0, num_classes: int = 10) -> LoadedModel:
     cfg = DataConfig(input_size=input_size, mean=(0.5,) * input_size[0], std=(0.5,) * input_size[0])
     return LoadedModel(

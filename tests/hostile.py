@@ -149,6 +149,80 @@ def fake_torchscript(path: Path, marker: Path) -> Path:
     return path
 
 
+class _WritesFile(nn.Module):
+    """A classifier whose forward maps a file read-write and fills it (``torch.from_file(shared=True)``)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.fc = nn.Linear(256, 10)
+
+    def forward(self, x):
+        t = torch.from_file(self.path, shared=True, size=16, dtype=torch.uint8)
+        t.fill_(65)
+        # the result feeds the output, so no compiler drops the write as dead code
+        return self.fc(x.flatten(1)) + t[:1].float() * 0
+
+
+def torchscript_writes_file(path: Path, marker: Path) -> Path:
+    """TorchScript is a program: its forward creates and writes ``marker`` through aten.from_file."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(_WritesFile(str(marker))).save(str(path))
+    return path
+
+
+def pt2_from_file(path: Path, marker: Path) -> Path:
+    """A clean export with aten.from_file + aten.fill_ spliced into its graph (no pickle anywhere)."""
+    torch.manual_seed(0)
+    m = _Net().eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    ep = torch.export.export(m, (torch.zeros(2, 1, 16, 16),), dynamic_shapes=({0: batch},))
+    g = ep.graph
+    out = next(n for n in g.nodes if n.op == "output")
+    with g.inserting_before(out):
+        f = g.call_function(torch.ops.aten.from_file.default, (str(marker),),
+                            {"shared": True, "size": 16, "dtype": torch.uint8})
+        f.meta["val"] = torch.empty(16, dtype=torch.uint8, device="meta")
+        w = g.call_function(torch.ops.aten.fill_.Scalar, (f, 66))
+        w.meta["val"] = torch.empty(16, dtype=torch.uint8, device="meta")
+    ep.graph_module.recompile()
+    torch.export.save(ep, str(path))
+    return path
+
+
+def _edit_program(path: Path, edit) -> Path:
+    base = clean_pt2(path.with_suffix(".base.pt2"))
+
+    def edit_items(items):
+        name = _member(items, "models/model.json")
+        program = json.loads(items[name])
+        edit(program)
+        items[name] = json.dumps(program).encode()
+        return items
+
+    return _rewrite(base, path, edit_items)
+
+
+def pt2_guard_code(path: Path, marker: Path) -> Path:
+    """Guard code in the program's JSON, which ExportedProgram.module() exec()s."""
+    code = f"open({str(marker)!r}, 'w').write('pwned') or True"
+    return _edit_program(path, lambda prog: prog.__setitem__("guards_code", [code]))
+
+
+def pt2_shape_expression(path: Path, marker: Path) -> Path:
+    """A symbolic size whose expression text runs code when torch's deserializer sympify()s it."""
+    code = f"Symbol('s77', positive=True, integer=True) + 0*len(open({str(marker)!r}, 'w').write('pwned') * 'a')"
+
+    def edit(prog):
+        sizes = prog["graph_module"]["graph"]["tensor_values"]["x"]["sizes"]
+        sizes[0]["as_expr"]["expr_str"] = code
+
+    return _edit_program(path, edit)
+
+
 # (name, builder, file suffix): every extension satkit accepts for a model file
 HOSTILE_MODELS = [
     ("pt2-pickled-weight", pt2_pickled_weight, ".pt2"),
@@ -161,4 +235,8 @@ HOSTILE_MODELS = [
     ("torch-save-pt", torch_save_archive, ".pt"),
     ("fake-torchscript-ts", fake_torchscript, ".ts"),
     ("pickle-as-safetensors", pickled_model, ".safetensors"),
+    ("torchscript-writes-file", torchscript_writes_file, ".pt"),
+    ("pt2-from-file", pt2_from_file, ".pt2"),
+    ("pt2-guard-code", pt2_guard_code, ".pt2"),
+    ("pt2-shape-expression", pt2_shape_expression, ".pt2"),
 ]

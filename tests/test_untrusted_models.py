@@ -1,8 +1,10 @@
 """Hostile model files never run code: every model-taking command x every crafted file (tests/hostile.py).
 
-Each crafted file writes a marker when unpickled; a command must exit 2 with one
-line, leave no marker and create no output. The .pt2 archives are checked to be
-really hostile: plain ``torch.export.load`` runs their code (in a subprocess).
+Each crafted file writes a marker when unpickled, loaded or run (pickles; TorchScript
+and .pt2 programs writing through ``aten.from_file``, guard code, shape expressions);
+a command must exit 2 with one line, leave no marker and create no output. The
+crafted files are checked to be really hostile: plain torch runs their code (in a
+subprocess).
 """
 
 from __future__ import annotations
@@ -92,7 +94,25 @@ def test_crafted_pt2_is_really_hostile(files, kind):
         marker.unlink(missing_ok=True)
 
 
-def test_clean_pt2_loads_and_allow_pickle_opts_in(tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,load", [
+    ("torchscript-writes-file", "torch.jit.load(p)"),
+    ("pt2-from-file", "torch.export.load(p).module()"),
+    ("pt2-guard-code", "torch.export.load(p).module()"),
+    ("pt2-shape-expression", "torch.export.load(p).module()"),
+])
+def test_crafted_programs_are_really_hostile(files, kind, load):
+    """Loaded and called the plain torch way, each program writes its marker: no pickle is involved."""
+    path, marker = files[kind]
+    code = f"import torch\np = {str(path)!r}\ntry:\n    {load}(torch.zeros(2, 1, 16, 16))\nexcept Exception:\n    pass\n"
+    subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    try:
+        assert marker.exists()
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def test_clean_pt2_loads_and_allow_code_opts_in(tmp_path):
     import torch
 
     from satkit.errors import ModelError
@@ -102,13 +122,13 @@ def test_clean_pt2_loads_and_allow_pickle_opts_in(tmp_path):
     assert lm.module(torch.zeros(3, 1, 16, 16)).shape == (3, 10)
     marker = tmp_path / "ran"
     bad = hostile.pt2_sample_inputs(tmp_path / "bad.pt2", marker)
-    with pytest.raises(ModelError, match="--allow-pickle"):
+    with pytest.raises(ModelError, match="--allow-code-execution"):
         load_model(str(bad))
     assert not marker.exists()
     # the user's explicit opt-in is honoured: the file's code runs, as torch would run it
     # (this archive then fails to load: its "sample inputs" are the payload)
     with pytest.raises(ModelError, match="cannot load"):
-        load_model(str(bad), ModelOptions(allow_pickle=True))
+        load_model(str(bad), ModelOptions(allow_code=True))
     assert marker.exists()
 
 
