@@ -131,6 +131,8 @@ CASES = [
     ("study-devices-unknown", ["study", "{d}/good.pt", "--devices", "gpu0", "-o", "{out}"], ["unknown device"]),
     ("study-devices-and-ray", ["study", "--devices", "cpu", "--ray", "local", "-o", "{out}"], ["cannot be combined"]),
     ("study-ci-level", ["study", "--ci", "95", "-o", "{out}"], ["--ci"]),
+    ("model-name-formula", ["attack", "digits/resnet-s1", "--name", "=1+1", "--n", "30", "--steps", "1", "-o", "{out}.safetensors"], ["'=1+1'", "spreadsheets run as a formula", "--name"]),
+    ("model-name-formula-logits", ["logits", "digits/resnet-s1", "--name", "@SUM(1+9)", "--n", "30", "-o", "{out}.safetensors"], ["'@SUM(1+9)'", "spreadsheets run as a formula"]),
 ]
 
 

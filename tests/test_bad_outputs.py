@@ -37,6 +37,8 @@ def wso(ws):  # noqa: F811
         (d / "t_symlink.csv").symlink_to(d / "t.csv")
         os.mkfifo(d / "fifo.csv")
         (d / "null.csv").symlink_to(os.devnull)  # only ever stat()ed: the real /dev/null is never written
+    if not (d / "t_formula.csv").exists():  # a hand-edited transfer table naming its model `=1+1`
+        (d / "t_formula.csv").write_text((d / "t.csv").read_text().replace("good", "=1+1"))
     return d
 
 
@@ -49,6 +51,7 @@ CASES = [
     ("matrix-output-and-long-same-file", ["matrix", "{d}/t.csv", "-o", "{out}.csv", "--long", "{out}.csv"], ["-o and --long name the same file", "its own path"]),
     ("matrix-output-fifo", ["matrix", "{d}/t.csv", "-o", "{d}/fifo.csv"], ["fifo.csv is a device/FIFO", "- for stdout"]),
     ("matrix-output-symlink-to-dev-null", ["matrix", "{d}/t.csv", "-o", "{d}/null.csv"], ["device/FIFO"]),
+    ("matrix-formula-name-in-table", ["matrix", "{d}/t_formula.csv", "-o", "{out}.csv"], ["not writing", "'=1+1'", "spreadsheets run as a formula"]),
     ("cluster-output-is-input", ["cluster", "{d}/sat.csv", "-o", "{d}/sat.csv"], ["-o", "is also an input"]),
     ("cluster-keywords-is-input", ["cluster", "{d}/sat.csv", "-o", "{out}.csv", "--keywords", "{d}/sat.csv"], ["--keywords", "is also an input"]),
     ("cluster-output-and-keywords-same-file", ["cluster", "{d}/sat.csv", "-o", "{out}.csv", "--keywords", "{out}.csv"], ["-o and --keywords name the same file"]),

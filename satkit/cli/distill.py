@@ -126,6 +126,10 @@ def _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, so
     check_outputs({"-o": output, "--metrics": metrics}, [teacher, sat, data, eval_data])
     if metrics is not None:
         _check_metrics_table(metrics)
+        from satkit.io.cells import check_cells
+
+        # the student's row is checked now too, not refused by the table writer after training
+        check_cells(metrics, [("student", [name or output.stem]), ("weights", [str(output)])])
     config = DistillConfig(epochs=epochs, lr=lr, batch_size=batch_size, soft=soft, temperature=temperature, alpha=alpha, seed=seed)
     config.check()
     if soft and teacher is None:

@@ -36,7 +36,7 @@ def report(
     out = output if output is not None else str(study_dir / "report.html")
     check_outputs({"-o": out}, report_inputs(study_dir))
     if out == "-":
-        sys.stdout.write(build_report(study_dir))
+        sys.stdout.write(build_report(study_dir, out))
         sys.stdout.flush()
         return
     path = write_report(study_dir, out)

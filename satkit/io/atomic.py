@@ -155,7 +155,7 @@ def _write_error(e: BaseException, final: Path, tmp: Path) -> Optional[OutputErr
     message, as ``(os error 28)``.
     """
     code = None
-    if isinstance(e, OSError):
+    if isinstance(e, OSError) and e.errno is not None:  # polars raises OSError("... (os error 28)") with no errno
         code = e.errno
         if code not in _WRITE_ERRORS and e.filename is not None and str(e.filename) in (str(tmp), str(final)):
             return OutputError(f"cannot write {final} ({e.strerror or e}); choose another output path")
@@ -167,6 +167,20 @@ def _write_error(e: BaseException, final: Path, tmp: Path) -> Optional[OutputErr
         what, todo = _WRITE_ERRORS[code]
         return OutputError(f"{what} writing {final}; {todo}")
     return None
+
+
+def write_failure(e: BaseException, final: PathArg) -> OutputError:
+    """A one-line :class:`OutputError` for any failure of a writer on ``final``, naming the path and the cause.
+
+    Disk full, quota, read-only file system and the like are named as such (also
+    when a Rust-backed writer gives no errno); anything else quotes the writer.
+    """
+    final = Path(final)
+    known = _write_error(e, final, final)
+    if known is not None:
+        return known
+    cause = " ".join(str(e).split())[:160] or type(e).__name__
+    return OutputError(f"cannot write {final} ({cause}); choose another output path")
 
 
 @contextlib.contextmanager

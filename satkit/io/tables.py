@@ -10,21 +10,44 @@ from pathlib import Path
 import polars as pl
 
 from satkit.errors import InputFileError
-from satkit.io.atomic import atomic_output
+from satkit.io.atomic import atomic_output, write_failure
+from satkit.io.cells import check_cells
 
 
 def write_table(df: pl.DataFrame, path: str | os.PathLike) -> None:
-    """Write CSV (or Parquet when the name ends in .parquet); ``-`` writes CSV to stdout."""
+    """Write CSV (or Parquet when the name ends in .parquet); ``-`` writes CSV to stdout.
+
+    Refuses a text cell a spreadsheet would run as a formula (see :mod:`satkit.io.cells`).
+    Any failure while writing (a full disk included: polars gives no errno) is one
+    :class:`OutputError` naming the path and the cause; the old file stays as it was.
+    """
+    check_cells("stdout" if str(path) == "-" else path, _text_cells(df))
     if str(path) == "-":
-        sys.stdout.write(df.write_csv())
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(df.write_csv())
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise write_failure(e, "stdout") from None
         return
     p = Path(path)
     with atomic_output(p) as tmp:
-        if p.suffix.lower() == ".parquet":
-            df.write_parquet(tmp)
-        else:
-            df.write_csv(tmp)
+        try:
+            if p.suffix.lower() == ".parquet":
+                df.write_parquet(tmp)
+            else:
+                df.write_csv(tmp)
+        except Exception as e:  # only the writer runs here: whatever it raises is a failed write
+            raise write_failure(e, p) from None
+
+
+def _text_cells(df: pl.DataFrame):
+    """(column, cells) for the header and every text column of ``df``."""
+    yield None, df.columns
+    for name, dtype in df.schema.items():
+        if dtype == pl.String or dtype == pl.Categorical or dtype == pl.Enum:
+            yield name, df.get_column(name).cast(pl.String).unique().drop_nulls().to_list()
 
 
 def read_table(path: str | os.PathLike, what: str = "table") -> pl.DataFrame:

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from satkit.errors import InputFileError, ParameterError
-from satkit.io.atomic import atomic_output
+from satkit.io.atomic import atomic_output, write_failure
+from satkit.io.cells import check_cells
 
 _SHOW = 5  # how many offending names / cells an error message lists
 
@@ -154,10 +155,16 @@ def write_similarity_matrix(path: str | os.PathLike, names: list[str], M: np.nda
     dups = [n for n, c in Counter(names).items() if c > 1]
     if dups:
         raise ParameterError(f"duplicate model name(s) {', '.join(map(repr, dups[:_SHOW]))}; each model must appear once")
+    check_cells("stdout" if str(path) == "-" else path, [(None, [corner, *names])])
     text = _matrix_csv(names, M, corner)
     if str(path) == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise write_failure(e, "stdout") from None
         return
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from satkit.errors import ModelError
+from satkit.io.cells import check_model_name
 from satkit.io.tensorfile import file_sha256
 from satkit.models.untrusted import check_pt2_archive, no_code_from_files
 from satkit.models.wrapper import ClassifierWrapper, DataConfig, LoadedModel
@@ -63,7 +64,15 @@ HF_HUB_PREFIX = "hf-hub:"
 
 
 def model_display_name(spec: str, opts: ModelOptions | None = None) -> str:
-    """The name a model gets in tables: the zoo/timm name, or a file's stem."""
+    """The name a model gets in tables: the zoo/timm name, or a file's stem.
+
+    A name a spreadsheet would run as a formula (``=1+1.pt2``) is refused here, where
+    names are made (:mod:`satkit.io.cells`).
+    """
+    return check_model_name(_display_name(spec, opts), from_option=bool(opts and opts.name))
+
+
+def _display_name(spec: str, opts: ModelOptions | None) -> str:
     if opts and opts.name:
         return opts.name
     s = spec.strip()
@@ -120,7 +129,7 @@ def load_model(spec: str, opts: ModelOptions | None = None, device: torch.device
     with guard, _quiet():  # loaders log their own tracebacks (torch.export's fallbacks); errors come as ModelError
         lm = _resolve(s, spec, opts)
     if opts.name:
-        lm.name = opts.name
+        lm.name = check_model_name(opts.name, from_option=True)
     lm.module.to(device)
     return lm
 

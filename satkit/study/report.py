@@ -27,6 +27,7 @@ summaries are saved in the study directory as ``approx*.json``, e.g.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import io
@@ -74,14 +75,19 @@ def report_inputs(study_dir: str | os.PathLike) -> list[Path]:
 
 def write_report(study_dir: str | os.PathLike, output: str | os.PathLike) -> Path:
     """Write :func:`build_report` of ``study_dir`` to ``output`` atomically; returns the path."""
-    text = build_report(study_dir)
+    text = build_report(study_dir, output)
     with atomic_output(output) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(output)
 
 
-def build_report(study_dir: str | os.PathLike) -> str:
-    """The report of a finished study directory as one HTML document (see the module docstring)."""
+def build_report(study_dir: str | os.PathLike, output: str | os.PathLike | None = None) -> str:
+    """The report of a finished study directory as one HTML document (see the module docstring).
+
+    ``output`` is where the page will be written (None: stdout): its previous version,
+    like any ``report.html`` in the study, is left out of the file table, so a rerun
+    writes the same bytes.
+    """
     root = Path(study_dir)
     settings = read_settings(root)
     names, S = read_sat_csv(root / "sat.csv")
@@ -99,7 +105,7 @@ def build_report(study_dir: str | os.PathLike) -> str:
         _guarded("ensembles", lambda: _ensembles_section(r)),
         _guarded("approx", lambda: _approx_section(r)),
         _guarded("intervals", lambda: _intervals_section(long)),
-        _guarded("files", lambda: _files_section(root)),
+        _guarded("files", lambda: _files_section(root, output)),
     ]
     return _page(f"SAT study {root.name or root}", "\n".join(body))
 
@@ -648,15 +654,22 @@ def _size(n: int) -> str:
     return ""
 
 
-def _files_section(root: Path) -> str:
+def _files_section(root: Path, output: str | os.PathLike | None = None) -> str:
+    """The study directory's files and sizes, except report pages: a page listing its own previous
+    version (or a copy of itself) would change with every rerun."""
+    skip = {"report.html"}
+    if output is not None and str(output) != "-":
+        with contextlib.suppress(OSError, RuntimeError):
+            if Path(output).resolve().parent == root.resolve():
+                skip.add(Path(output).name)
     rows = []
     try:
         entries = sorted(os.scandir(root), key=lambda d: (not d.is_dir(follow_symlinks=False), d.name))
     except OSError:
         entries = []
     for d in entries:
-        if d.name.startswith("."):
-            continue  # the lock file and partial files of a running job
+        if d.name.startswith(".") or d.name in skip:
+            continue  # the lock file and partial files of a running job; this page
         try:
             if d.is_dir(follow_symlinks=False):
                 files = [f for f in os.scandir(d.path) if f.is_file(follow_symlinks=False) and not f.name.startswith(".")]
@@ -666,7 +679,7 @@ def _files_section(root: Path) -> str:
                 rows.append((e(d.name), "", e(_size(d.stat(follow_symlinks=False).st_size))))
         except OSError:
             continue
-    content = ("<p>The study directory (report.html is this page; attacks/ holds one attack file per model, "
+    content = ("<p>The study directory (report.html, this page, is not listed; attacks/ holds one attack file per model, "
                "transfer/ one table per target, logits/ clean logits).</p>" + _table(["file", "holds", "size"], rows, numeric=(2,)))
     return _section("files", content)
 
