@@ -146,7 +146,7 @@ def attack_into_file(
         raise ParameterError("--shard needs a fixed --batch-size (every shard must cut the data into the same batches)")
     batch_size = job.batch_size if job.batch_size is not None else default_batch_size(device, fixed=job.shard is not None)
     model_file = Path(job.model) if Path(job.model).is_file() else None
-    check_outputs({"output": out}, inputs=[model_file, job.data.local_file()])
+    check_outputs({"output": out}, inputs=[model_file, *job.data.inputs()])
     if reuse:
         clean = clean if clean is not None else job.data.load()
         prov = attack_is_current(out, name=job.name, weights_id=expected_weights_id(job.model, job.model_options),
@@ -233,7 +233,7 @@ def logits_into_file(
 ):
     """Clean logits of ``model`` on ``data`` into a logits file ``out`` (``satkit logits``)."""
     model_file = Path(model) if Path(model).is_file() else None
-    check_outputs({"output": out}, inputs=[model_file, data.local_file()])
+    check_outputs({"output": out}, inputs=[model_file, *data.inputs()])
     clean = data.load()
     lm = load_model(model, model_options, device)
     check_fits(lm, clean.images[:2], clean.num_classes, clean.source)

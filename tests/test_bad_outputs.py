@@ -39,6 +39,11 @@ def wso(ws):  # noqa: F811
         (d / "null.csv").symlink_to(os.devnull)  # only ever stat()ed: the real /dev/null is never written
     if not (d / "t_formula.csv").exists():  # a hand-edited transfer table naming its model `=1+1`
         (d / "t_formula.csv").write_text((d / "t.csv").read_text().replace("good", "=1+1"))
+    if not (d / "study").exists():  # a study `approx --study` reads (its files only checked, never read, here)
+        from tests.test_trust_paths import make_fake_study
+
+        make_fake_study(d / "study")
+        (d / "labels.csv").write_text("img.png,0\n")
     return d
 
 
@@ -74,6 +79,14 @@ CASES = [
     ("logits-output-is-model-file", ["logits", "{d}/good.pt", "--n", "30", "-o", "{d}/good.pt"], ["is also an input"]),
     ("approx-output-is-sat", ["approx", "{d}/good.pt", "--models", "{d}/five.pt", "--sat", "{d}/sat.csv", "--n", "30", "--steps", "1", "-o", "{d}/sat.csv"], ["is also an input"]),
     ("distill-recommend-output-is-sat", ["distill", "--recommend", "--student", "a", "--sat", "{d}/sat.csv", "--recommend-output", "{d}/sat.csv"], ["--recommend-output", "is also an input"]),
+    # every file a command reads, not only those on its command line: the study's files, a --data folder, a labels file
+    ("approx-output-is-study-json", ["approx", "digits/mixer-s1", "--study", "{d}/study", "-o", "{d}/study/study.json"], ["--output", "is also an input"]),
+    ("approx-output-is-study-sat", ["approx", "digits/mixer-s1", "--study", "{d}/study", "-o", "{d}/study/sat.csv"], ["is also an input"]),
+    ("approx-output-in-study-transfer", ["approx", "digits/mixer-s1", "--study", "{d}/study", "-o", "{d}/study/transfer/digits__resnet-s1.csv"], ["lies in", "is also an input"]),
+    ("approx-save-attack-over-study-attack", ["approx", "digits/mixer-s1", "--study", "{d}/study", "--save-attack", "{d}/study/attacks/digits__vit-s1.safetensors"], ["--save-attack", "is also an input"]),
+    ("attack-output-is-image-of-data-folder", ["attack", "digits/resnet-s1", "--data", "{d}/folder_broken", "--steps", "1", "-o", "{d}/folder_broken/cat/bad.jpg"], ["lies in", "is also an input"]),
+    ("logits-output-inside-data-folder", ["logits", "digits/resnet-s1", "--data", "{d}/folder_broken", "-o", "{d}/folder_broken/logits.safetensors"], ["lies in", "is also an input"]),
+    ("attack-output-is-labels-file", ["attack", "digits/resnet-s1", "--data", "{d}/folder_flat", "--labels", "{d}/labels.csv", "--steps", "1", "-o", "{d}/labels.csv"], ["is also an input"]),
 ]
 
 

@@ -75,7 +75,37 @@ app.command()(approx)
 app.command()(report)
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends a command the way an error does: cleanup runs, then exit status 143 (128 + 15).
+
+    Without this Python dies on SIGTERM without running ``atexit`` handlers or
+    ``finally`` blocks, which leaves a ``transfer -`` stdin spool in $TMPDIR (gigabytes
+    at attack-file sizes) and ``.partial`` temporaries behind. Installed by the
+    console entry point only: the library and in-process callers of ``app`` keep
+    their own signal handling. A handler already installed is chained to (it decides
+    what happens); an ignored SIGTERM stays ignored.
+    """
+    import signal
+
+    prev = signal.getsignal(signal.SIGTERM)
+    if prev == signal.SIG_IGN:
+        return
+
+    def on_sigterm(signum, frame):
+        if callable(prev):  # its decision; if it ends the process by raising, atexit removes the spool
+            prev(signum, frame)
+            return
+        # removed here too, not only by atexit: a thread still running at exit would delay atexit
+        tf = sys.modules.get("satkit.io.tensorfile")  # loaded only when a command read tensor files
+        if tf is not None:
+            tf.remove_stdin_spool()
+        raise SystemExit(128 + signum)  # unwinds: `finally` blocks and atexit handlers run
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def main() -> None:
+    _exit_on_sigterm()
     try:
         try:
             app()

@@ -87,9 +87,16 @@ def approx(
         c.fail("-k clusters a SAT matrix: give --study or --sat")
     from satkit.io.atomic import check_outputs
 
+    from satkit.data import DataRequest
+
     model_file = model if Path(model).is_file() else None
-    check_outputs({"--output": output, "--summary": summary, "--save-attack": save_attack},
-                  inputs=[model_file, sat, data if data and Path(data).is_file() else None, labels])
+    if study is not None:  # every file the study run reads: the study's files and its data
+        from satkit.study.approx import approx_inputs
+
+        read = approx_inputs(study)
+    else:
+        read = [sat, *DataRequest(data or "digits", labels=labels).inputs()]
+    check_outputs({"--output": output, "--summary": summary, "--save-attack": save_attack}, inputs=[model_file, *read])
     dev = resolve_device(device)
     opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name, model_kwargs)
     known_opts = ModelOptions(pretrained=pretrained)  # never --allow-pickle: it is given for the new model only

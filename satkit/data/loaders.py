@@ -187,3 +187,14 @@ class DataRequest:
             return Path(os.path.expanduser(self.labels))
         p = Path(os.path.expanduser(self.source))
         return p if not is_digits(self.source) and p.is_file() else None
+
+    def inputs(self) -> list[Path]:
+        """Every input the request reads, for "an output is never an input"
+        (:func:`satkit.io.atomic.check_outputs`): the data file, or the image folder
+        (a directory stands for every file under it), and the labels file."""
+        out = [Path(os.path.expanduser(self.labels))] if self.labels is not None else []
+        if not is_digits(self.source):
+            p = Path(os.path.expanduser(self.source.strip()))
+            if p.exists():
+                out.append(p)
+        return out

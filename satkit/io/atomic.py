@@ -9,6 +9,11 @@ Because the rename replaces the directory entry, an output must be a regular
 file path: a device or FIFO would be replaced by a file (and ``/dev/null``
 destroyed), so those are refused. An output that is also one of the command's
 inputs is refused too (:func:`check_outputs`), so no run ever destroys its input.
+An input may be a directory (an image folder, a study's ``attacks/``): it stands
+for every file under it, so an output inside it is refused.
+
+Temporaries record their writer and are locked while written (see
+:mod:`satkit.io.partials`), so a cleanup removes only those whose writer is gone.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional, Union
 
 from satkit.errors import OutputError
+from satkit.io import partials
 
 PathArg = Union[str, os.PathLike]
 
@@ -110,18 +116,98 @@ def check_outputs(
                 raise OutputError(
                     f"{named[i][0]} and {named[j][0]} name the same file {named[j][1]}; give each output its own path"
                 )
-    input_ids = []
+    files, trees = split_inputs(inputs)
+    for opt, p in named:
+        check_not_input(opt, p, files, trees)
+    for _, p in named:
+        check_output_path(p)
+
+
+def split_inputs(inputs: Iterable[Optional[PathArg]]) -> tuple[list[tuple[Path, Optional[tuple[int, int]]]], list[Path]]:
+    """(identities of the input files, input directories) of ``inputs``; absent ones and ``-`` are dropped."""
+    files, trees = [], []
     for q in inputs:
         if q is None or str(q) == "-" or not os.path.lexists(q):
             continue
-        input_ids.append(_identity(q))
-    for (opt, p), ident in zip(named, ids, strict=True):
-        if any(_same(ident, inp) for inp in input_ids):
+        if os.path.isdir(q):
+            trees.append(Path(q))
+        else:
+            files.append(_identity(q))
+    return files, trees
+
+
+def check_not_input(
+    opt: str,
+    path: PathArg,
+    files: list[tuple[Path, Optional[tuple[int, int]]]],
+    trees: list[Path],
+) -> None:
+    """Refuse output ``path`` (given as option ``opt``) when it is one of the input ``files`` (same
+    resolved path or inode) or lies in an input directory of ``trees`` (see :func:`in_tree`).
+
+    ``path`` may be a directory that a command fills (a study): it must then not
+    overlap an input directory either way.
+    """
+    ident = _identity(path)
+    if any(_same(ident, inp) for inp in files):
+        raise OutputError(f"{opt} {path} is also an input; satkit never writes over its inputs: choose another output path")
+    for t in trees:
+        if in_tree(ident, t) or (os.path.isdir(path) and in_tree(_identity(t), path)):
             raise OutputError(
-                f"{opt} {p} is also an input; satkit never writes over its inputs: choose another output path"
+                f"{opt} {path} lies in {t}, which this command reads (is also an input); "
+                "satkit never writes over its inputs: choose an output outside it"
             )
-    for _, p in named:
-        check_output_path(p)
+
+
+# Entries looked at, at most, when comparing an existing output with the files of an input directory
+TREE_SCAN_LIMIT = 200_000
+
+
+def in_tree(ident: tuple[Path, Optional[tuple[int, int]]], tree: PathArg) -> bool:
+    """Whether the file ``ident`` (from :func:`_identity`) is one of the files of directory ``tree``.
+
+    Inside it by resolved path (symbolic links and ``..`` resolved), or, for a
+    file that exists, the same inode as a file in it or in one of its direct
+    sub-folders (what an image folder holds: class folders of images; links
+    followed as the loader follows them). The second test reads only directory
+    entries (no stat per file) and runs only when the output exists, so a
+    folder of 50,000 images costs a directory listing, not 50,000 stats.
+    """
+    root = _identity(tree)[0]
+    if ident[0] == root or root in ident[0].parents:
+        return True
+    if ident[1] is None:
+        return False
+    dev, ino = ident[1]
+    seen = 0
+    dirs = [Path(tree)]
+    for depth in range(2):
+        nxt = []
+        for d in dirs:
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for e in entries:
+                seen += 1
+                if seen > TREE_SCAN_LIMIT:
+                    return False
+                try:
+                    if e.is_symlink():
+                        st = os.stat(e.path)
+                        if (st.st_dev, st.st_ino) == (dev, ino):
+                            return True
+                        if depth == 0 and stat.S_ISDIR(st.st_mode):
+                            nxt.append(Path(e.path))
+                    elif e.is_dir(follow_symlinks=False):
+                        if depth == 0:
+                            nxt.append(Path(e.path))
+                    elif e.inode() == ino and e.stat(follow_symlinks=False).st_dev == dev:
+                        return True
+                except OSError:
+                    continue
+        dirs = nxt
+    return False
 
 
 def current_umask() -> int:
@@ -192,12 +278,16 @@ def atomic_output(path: PathArg) -> Iterator[Path]:
     :class:`OutputError`.
     """
     final = check_output_path(path)
+    suffix = partials.partial_suffix()
+    # the temporary's name stays within the usual 255-byte limit however long the final name is
+    stem = final.name[: max(1, 255 - len(suffix) - 10)]
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent or ".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=suffix, dir=final.parent or ".")
     except OSError as e:
         err = _write_error(e, final, final)
         raise (err or OutputError(f"cannot write to {final.parent}: {e.strerror}")) from None
-    os.close(fd)
+    # held until the rename: another run's cleanup (a shard sharing the directory) sees a live writer
+    partials.hold(fd)
     tmp_path = Path(tmp)
     try:
         try:
@@ -220,3 +310,5 @@ def atomic_output(path: PathArg) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+    finally:
+        os.close(fd)

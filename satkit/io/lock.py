@@ -6,14 +6,20 @@ vanish when the process dies, so a killed run never leaves a stale lock behind.
 The lock file itself is never deleted: removing it while another process waits
 on it would let a third process lock a new file of the same name, and two runs
 would both hold "the" lock.
+
+The lock file is opened without following links and must be a plain file with
+one name (not a symbolic link, FIFO, device or hard link): a planted
+``.satkit.lock -> ../victim`` would otherwise be created or truncated by every run.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -64,14 +70,26 @@ class DirectoryLock:
             raise RuntimeError(f"{self.path} is already locked by this DirectoryLock")
         if not self.directory.is_dir():
             raise OutputError(f"{self.what} directory {self.directory} does not exist; create it first")
+        # no O_TRUNC: the current holder's record must survive our open. O_NOFOLLOW: a planted
+        # link (.satkit.lock -> ../victim) must not make us create or truncate its target;
+        # O_NONBLOCK | O_NOCTTY: a FIFO or device in its place must not hang us or become our terminal
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
         try:
-            # no O_TRUNC: the current holder's record must survive our open
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self.path, flags, 0o666)
         except OSError as e:
+            if e.errno == errno.ELOOP or os.path.islink(self.path):
+                raise OutputError(self._not_a_file("a symbolic link")) from None
+            if e.errno in (errno.ENXIO, errno.EISDIR):
+                raise OutputError(self._not_a_file("not a regular file")) from None
             raise OutputError(
                 f"cannot create the lock file {self.path} ({e.strerror}); choose a writable {self.what} directory"
             ) from None
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OutputError(self._not_a_file("not a regular file"))
+            if st.st_nlink > 1:  # a hard link: truncating our record would truncate the other name too
+                raise OutputError(self._not_a_file("a hard link to another file"))
             if not self._try_lock(fd):
                 message = self._held_message(fd)
                 if not self.wait:
@@ -84,6 +102,10 @@ class DirectoryLock:
             os.close(fd)
             raise
         self._fd = fd
+
+    def _not_a_file(self, what: str) -> str:
+        return (f"the lock file {self.path} is {what}; satkit never writes through it: "
+                f"remove it (satkit creates a plain one) or choose another {self.what} directory")
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

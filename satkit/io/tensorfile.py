@@ -251,6 +251,13 @@ def _remove_spool(path: str) -> None:
         pass
 
 
+def remove_stdin_spool() -> None:
+    """Remove the stdin spool now (the CLI's SIGTERM handler: atexit does not run on a signal)."""
+    path = _STDIN_SPOOL.get("path") or _STDIN_SPOOL.get("pending")
+    if path is not None:
+        _remove_spool(str(path))
+
+
 def _spool_stdin(what: str) -> Path:
     stream = sys.stdin
     if _STDIN_SPOOL.get("stream") is stream:
@@ -265,6 +272,7 @@ def _spool_stdin(what: str) -> Path:
     except OSError as e:
         raise InputFileError(f"stdin: cannot spool it to a temporary file ({e.strerror}); set TMPDIR to a writable directory") from None
     atexit.register(_remove_spool, tmp)
+    _STDIN_SPOOL["pending"] = tmp  # while it fills: a SIGTERM handler can find it
     try:
         with os.fdopen(fd, "wb") as fh:
             shutil.copyfileobj(src, fh, 1 << 20)

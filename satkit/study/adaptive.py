@@ -33,7 +33,7 @@ from satkit.io.atomic import atomic_output
 from satkit.io.tables import read_table, write_table
 from satkit.matrix.sat import SatMatrix, bootstrap_ci, build_matrix
 from satkit.study.config import StudyConfig
-from satkit.study.run import StudyEvent, StudyResult, run_study
+from satkit.study.run import StudyEvent, StudyResult, check_study_outputs, run_study
 
 _SUMMED = ("n", "n_source_correct", "n_target_correct", "n_both", "n_fooled", "n_same_class")
 DEFAULT_CHUNK = 100
@@ -92,6 +92,7 @@ def run_adaptive(cfg: StudyConfig, precision: float, *, chunk: int = DEFAULT_CHU
         raise ParameterError(f"--chunk must be a whole number of images >= 10, got {chunk}")
     if len(cfg.models) < 2:
         raise ParameterError("--precision needs at least two models (it bounds the off-diagonal cells)")
+    check_study_outputs(cfg)  # each chunk study checks its own directory again
     total = len(replace(cfg.data, n=None).open())  # a folder is listed, not decoded
     available = total if cfg.data.n is None else min(total, math.ceil(cfg.data.n / chunk) * chunk)
     max_chunks = math.ceil(available / chunk)

@@ -16,12 +16,21 @@ import numpy as np
 
 from satkit.analysis.approx import ApproxResult, EventFn, approx_rows, assign_cluster
 from satkit.errors import InputFileError, MismatchError, ParameterError
+from satkit.io.atomic import check_outputs
 from satkit.jobs import DEFAULT_BATCH_SIZE, AttackJob, attack_into_file, attack_is_current
 from satkit.matrix.square import read_similarity_matrix
 from satkit.models import ModelOptions, model_display_name
 from satkit.models.registry import expected_weights_id
 from satkit.study.layout import StudyDir, read_settings
 from satkit.transfer import open_attack_files
+
+
+def approx_inputs(study_dir: str | Path) -> list[Path]:
+    """Every file ``approx_from_study`` reads (or may read) from ``study_dir``, for "an output is
+    never an input": the study's own files and folders (a folder stands for every file in it) and
+    the study's data (file or image folder, labels file). A missing or broken study reports it here."""
+    st = read_settings(study_dir)
+    return [*StudyDir(study_dir).files(), *st.data.inputs()]
 
 
 def approx_from_study(
@@ -39,6 +48,8 @@ def approx_from_study(
     reuse_attack: bool = True,
     on_event: EventFn | None = None,
 ) -> ApproxResult:
+    if save_attack_to is not None:  # before any work; the CLI checks all its outputs the same way
+        check_outputs({"save_attack_to": save_attack_to}, [*approx_inputs(study_dir), new if Path(new).is_file() else None])
     """Approximate SAT of model ``new`` against every other model of a study, and the cluster it joins.
 
     The clean set and attack settings are the study's; the data must reproduce the

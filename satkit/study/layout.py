@@ -18,21 +18,31 @@ Layout::
 ``study.json`` is written only when a run has produced the matrix, so it always
 describes files that exist; a failed or interrupted run leaves it as it was.
 A shared study directory is untrusted input: every field is checked on read.
+
+No symbolic links inside a study: a link in place of ``attacks/``, ``transfer/``,
+``logits/``, ``chunks/`` (or a chunk), a file in them, one of the root files
+above or the lock file would redirect the study's writes and deletions to
+another place, so a run refuses it before any work
+(:meth:`StudyDir.check_no_links`). The study root itself may be a link (an
+output directory on another disk): everything then goes where it points.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from satkit.attacks import AttackParams
 from satkit.data import DataRequest
-from satkit.errors import InputFileError, SatkitError
+from satkit.errors import InputFileError, OutputError, SatkitError
 from satkit.io.atomic import atomic_output
+from satkit.io.partials import remove_stale_partials
 
 SCHEMA_VERSION = 1
 
@@ -67,14 +77,62 @@ class StudyDir:
     def subdirs(self) -> list[Path]:
         return [self.root / "attacks", self.root / "transfer", self.root / "logits"]
 
+    def files(self) -> list[Path]:
+        """The study's own files, for "an output is never an input" when a command reads the study
+        (``satkit approx --study``): the root files it writes and its sub-folders (each standing for
+        every file in it). ``report.html`` and ``approx*`` files are outputs only (rebuilt on demand)."""
+        return [self.root / n for n in ROOT_FILES] + [self.root / d for d in SUBDIRS]
+
+    def check_no_links(self) -> None:
+        """Refuse (one-line :class:`OutputError`) a symbolic link anywhere satkit writes, reads back or
+        deletes inside the study: its sub-folders and their entries, its root files, its lock file.
+        The root itself may be a link. Called before any work by every run that writes the study."""
+        from satkit.io.lock import LOCK_NAME
+
+        for name in (*ROOT_FILES, LOCK_NAME):
+            _refuse_link(self.root / name, "file")
+        for name in SUBDIRS:
+            d = self.root / name
+            if not _refuse_link(d, "folder"):
+                continue
+            if not d.is_dir():
+                raise OutputError(f"{d} is not a directory; a study keeps its {name} there: move that file away")
+            try:
+                entries = list(os.scandir(d))
+            except OSError as e:
+                raise OutputError(f"cannot read the study folder {d} ({e.strerror})") from None
+            for e in entries:
+                if e.is_symlink():
+                    _refuse_link(Path(e.path), "folder" if name == "chunks" else "file")
+
     def remove_stale_partials(self) -> None:
-        """Temporary files of a killed run (never under a final name) are removed on the next run."""
+        """Temporary files of a killed run (never under a final name) are removed on the next run,
+        only when their writer is gone (a shard writing next to us keeps its own: :mod:`satkit.io.partials`)."""
         for d in (self.root, *self.subdirs()):
-            for p in d.glob(".*.partial") if d.is_dir() else ():
-                try:
-                    p.unlink()
-                except OSError:
-                    pass
+            remove_stale_partials(d)
+
+
+# Files a study run writes in its root and reads back (report.html and approx* are outputs only)
+ROOT_FILES = ("study.json", "sat.csv", "sat_long.csv", "same_class.csv", "sat.png", "sat.svg", "models.csv",
+              "clusters.csv", "keywords.csv", "clusters.png", "tsne.png", "importance.csv", "importance.png",
+              "ensemble.csv", "ensemble_grid.csv", "ensemble.json", "sat_vs_err.png", "adaptive.json")
+SUBDIRS = ("attacks", "transfer", "logits", "chunks")
+
+
+def _refuse_link(p: Path, what: str) -> bool:
+    """OutputError when ``p`` is a symbolic link; whether ``p`` exists."""
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise OutputError(f"cannot check {p} ({e.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputError(
+            f"{p} is a symbolic link; satkit never writes or deletes through a link inside a study: "
+            f"replace it with a real {what} (or remove it)"
+        )
+    return True
 
 
 @dataclass(frozen=True)

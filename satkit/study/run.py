@@ -109,6 +109,7 @@ def run_study(
     mine = set(shard_share(cfg.models, shard))
     study = cfg.dir
     emit = on_event or (lambda e: None)
+    check_study_outputs(cfg)
     try:
         for d in study.subdirs():
             d.mkdir(parents=True, exist_ok=True)
@@ -195,6 +196,30 @@ def run_study(
         res.report = _report(study, res.notes)
         res.seconds["report"] = time.perf_counter() - t0
     return res
+
+
+def check_study_outputs(cfg: StudyConfig) -> None:
+    """Before any work: no symbolic link inside the study directory (writes and deletions would
+    go through it), and the study is none of its own inputs (the data file or image folder,
+    a labels file, a model file): :func:`satkit.io.atomic.check_not_input` for the directory
+    and each of its files."""
+    from satkit.io.atomic import check_not_input, in_tree, split_inputs
+    from satkit.study.layout import SUBDIRS
+
+    study = cfg.dir
+    study.check_no_links()
+    files, trees = split_inputs([*cfg.data.inputs(), *(m for m in cfg.models if Path(m).is_file())])
+    if not files and not trees:
+        return
+    check_not_input("-o", study.root, [], trees)
+    for p in study.files():
+        if p.name in SUBDIRS:  # a folder the study fills: no input file in it
+            hit = next((f for f in files if in_tree(f, p)), None)
+            if hit is not None:
+                raise OutputError(f"-o {study.root}: {hit[0]} is an input of this run inside the study's {p.name}/ folder; "
+                                  "satkit never writes over its inputs: move it or choose another output directory")
+        else:
+            check_not_input("-o", p, files, [])
 
 
 def _report(study, notes: list[str]) -> Path | None:
