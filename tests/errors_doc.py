@@ -33,12 +33,18 @@ Unexpected exceptions (bugs) keep their traceback so they can be reported.
 
 `tests/test_untrusted_models.py` builds hostile model files (`tests/hostile.py`:
 `.pt2` archives with a pickled weight, pickled sample inputs, an opaque
-constant, the legacy layout; pickles as `.pt`, `.pth`, `.bin`, `.safetensors`; a
+constant, the legacy layout; `.pt2` programs that write a file through
+`aten.from_file`, run guard code or evaluate a shape expression; a TorchScript
+model that writes a file; pickles as `.pt`, `.pth`, `.bin`, `.safetensors`; a
 `torch.save` archive; a fake TorchScript archive) and passes each to every
 command that loads a model (`attack`, `transfer`, `logits`, `approx` as the new
 model, as a known model and named in a study's `study.json`, `distill
 --teacher`, `study`): exit 2, one line, the payload never runs, no output.
-With `--allow-pickle` the user opts in and the file's code runs.
+Each crafted file is checked to be really hostile: plain torch runs its code.
+`tests/test_export_check.py` tries each `.pt2` check on its own (in-place writes
+into inputs and buffers, custom and higher-order operators, zip bombs).
+With `--allow-code-execution` (old name `--allow-pickle`) the user opts in and
+the file's code runs. Which formats run code: [formats.md](formats.md#model-files-which-formats-run-code).
 
 ## Tested cases
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from satkit.cli.app import app
 from tests.cli_helpers import run_bad_case
-from tests.conftest import TinyCNN
+from tests.conftest import TinyCNN, save_program
 from tests.test_trust_images import png_1bit
 
 runner = CliRunner()
@@ -30,19 +30,19 @@ class NaNNet(torch.nn.Module):
 def ws(tmp_path_factory):
     """A workspace with good and bad files."""
     d = tmp_path_factory.mktemp("bad")
-    torch.jit.script(TinyCNN(seed=1).eval()).save(str(d / "good.pt"))
-    torch.jit.script(TinyCNN(seed=2, num_classes=5).eval()).save(str(d / "five.pt"))
-    torch.jit.script(NaNNet()).save(str(d / "nan.pt"))
+    save_program(TinyCNN(seed=1), d / "good.pt2")
+    save_program(TinyCNN(seed=2, num_classes=5), d / "five.pt2")
+    save_program(NaNNet(), d / "nan.pt2", channels=1)
     torch.save(TinyCNN(), str(d / "pickled.pt"))
-    r = runner.invoke(app, ["attack", str(d / "good.pt"), "--n", "30", "--steps", "1", "-o", str(d / "adv.safetensors")])
+    r = runner.invoke(app, ["attack", str(d / "good.pt2"), "--n", "30", "--steps", "1", "-o", str(d / "adv.safetensors")])
     assert r.exit_code == 0, r.stderr
-    r = runner.invoke(app, ["attack", str(d / "good.pt"), "--n", "30", "--data-seed", "9", "--steps", "1", "-o", str(d / "adv_other.safetensors")])
+    r = runner.invoke(app, ["attack", str(d / "good.pt2"), "--n", "30", "--data-seed", "9", "--steps", "1", "-o", str(d / "adv_other.safetensors")])
     assert r.exit_code == 0, r.stderr
-    r = runner.invoke(app, ["transfer", str(d / "good.pt"), str(d / "adv.safetensors"), "-o", str(d / "t.csv")])
-    r = runner.invoke(app, ["transfer", str(d / "good.pt"), str(d / "adv_other.safetensors"), "-o", str(d / "t_other.csv")])
+    r = runner.invoke(app, ["transfer", str(d / "good.pt2"), str(d / "adv.safetensors"), "-o", str(d / "t.csv")])
+    r = runner.invoke(app, ["transfer", str(d / "good.pt2"), str(d / "adv_other.safetensors"), "-o", str(d / "t_other.csv")])
     assert r.exit_code == 0, r.stderr
     for name, seed in (("l1", "0"), ("l2", "0"), ("l_other", "9")):
-        r = runner.invoke(app, ["logits", str(d / "good.pt"), "--n", "30", "--data-seed", seed, "--name", name, "-o", str(d / f"{name}.safetensors")])
+        r = runner.invoke(app, ["logits", str(d / "good.pt2"), "--n", "30", "--data-seed", seed, "--name", name, "-o", str(d / f"{name}.safetensors")])
         assert r.exit_code == 0, r.stderr
     raw = (d / "adv.safetensors").read_bytes()
     (d / "truncated.safetensors").write_bytes(raw[: len(raw) // 2])
@@ -75,19 +75,19 @@ def ws(tmp_path_factory):
 
 # (id, args (with {d} for the workspace), words the message must contain, output path or None)
 CASES = [
-    ("missing-attack-file", ["transfer", "{d}/good.pt", "{d}/missing.safetensors", "-o", "{out}.csv"], ["no such file"]),
-    ("empty-file", ["transfer", "{d}/good.pt", "{d}/empty.safetensors", "-o", "{out}.csv"], ["empty"]),
-    ("truncated-file", ["transfer", "{d}/good.pt", "{d}/truncated.safetensors", "-o", "{out}.csv"], ["truncated"]),
+    ("missing-attack-file", ["transfer", "{d}/good.pt2", "{d}/missing.safetensors", "-o", "{out}.csv"], ["no such file"]),
+    ("empty-file", ["transfer", "{d}/good.pt2", "{d}/empty.safetensors", "-o", "{out}.csv"], ["empty"]),
+    ("truncated-file", ["transfer", "{d}/good.pt2", "{d}/truncated.safetensors", "-o", "{out}.csv"], ["truncated"]),
     ("not-safetensors", ["info", "{d}/text.safetensors"], ["not a readable safetensors"]),
     ("foreign-safetensors", ["info", "{d}/foreign.safetensors"], ["not one satkit wrote"]),
-    ("newer-format-version", ["transfer", "{d}/good.pt", "{d}/newer.safetensors", "-o", "{out}.csv"], ["newer", "upgrade satkit"]),
-    ("different-clean-sets-transfer", ["transfer", "{d}/good.pt", "{d}/adv.safetensors", "{d}/adv_other.safetensors", "-o", "{out}.csv"], ["different clean sets"]),
+    ("newer-format-version", ["transfer", "{d}/good.pt2", "{d}/newer.safetensors", "-o", "{out}.csv"], ["newer", "upgrade satkit"]),
+    ("different-clean-sets-transfer", ["transfer", "{d}/good.pt2", "{d}/adv.safetensors", "{d}/adv_other.safetensors", "-o", "{out}.csv"], ["different clean sets"]),
     ("different-clean-sets-matrix", ["matrix", "{d}/t.csv", "{d}/t_other.csv", "-o", "{out}.csv"], ["different clean sets"]),
-    ("labels-out-of-range", ["attack", "{d}/five.pt", "--n", "20", "--steps", "1", "-o", "{out}.safetensors"], ["5 classes"]),
-    ("labels-out-of-range-transfer", ["transfer", "{d}/five.pt", "{d}/adv.safetensors", "-o", "{out}.csv"], ["5 classes"]),
-    ("folder-no-images", ["attack", "{d}/good.pt", "--data", "{d}/folder_empty", "-o", "{out}.safetensors"], ["no images"]),
-    ("folder-no-class-folders", ["attack", "{d}/good.pt", "--data", "{d}/folder_flat", "-o", "{out}.safetensors"], ["no class sub-folders"]),
-    ("unreadable-image", ["attack", "{d}/good.pt", "--data", "{d}/folder_broken", "-o", "{out}.safetensors"], ["bad.jpg", "cannot decode"]),
+    ("labels-out-of-range", ["attack", "{d}/five.pt2", "--n", "20", "--steps", "1", "-o", "{out}.safetensors"], ["5 classes"]),
+    ("labels-out-of-range-transfer", ["transfer", "{d}/five.pt2", "{d}/adv.safetensors", "-o", "{out}.csv"], ["5 classes"]),
+    ("folder-no-images", ["attack", "{d}/good.pt2", "--data", "{d}/folder_empty", "-o", "{out}.safetensors"], ["no images"]),
+    ("folder-no-class-folders", ["attack", "{d}/good.pt2", "--data", "{d}/folder_flat", "-o", "{out}.safetensors"], ["no class sub-folders"]),
+    ("unreadable-image", ["attack", "{d}/good.pt2", "--data", "{d}/folder_broken", "-o", "{out}.safetensors"], ["bad.jpg", "cannot decode"]),
     ("image-float-out-of-range", ["attack", "digits/resnet-s1", "--data", "{d}/folder_float", "-o", "{out}.safetensors"], ["f.tif", "mode F", "[0, 1]"]),
     ("image-32-bit-integer", ["attack", "digits/resnet-s1", "--data", "{d}/folder_int32", "-o", "{out}.safetensors"], ["i32.tif", "mode I"]),
     ("image-decompression-bomb", ["attack", "digits/resnet-s1", "--data", "{d}/folder_bomb", "-o", "{out}.safetensors"], ["bomb.png", "decompression-bomb limit"]),
@@ -121,14 +121,14 @@ CASES = [
     ("zoo-unknown-model", ["zoo", "train", "nonexistent"], ["unknown zoo model"]),
     ("unknown-zoo-spec", ["attack", "digits/nonexistent-s1", "-o", "{out}.safetensors"], ["unknown zoo model"]),
     ("info-missing", ["info", "{d}/missing.safetensors"], ["no such file"]),
-    ("batch-size-word", ["attack", "{d}/good.pt", "--batch-size", "many", "-o", "{out}.safetensors"], ["--batch-size", "auto"]),
-    ("batch-size-zero-transfer", ["transfer", "{d}/good.pt", "{d}/adv.safetensors", "--batch-size", "0", "-o", "{out}.csv"], ["--batch-size"]),
-    ("shard-out-of-range", ["attack", "{d}/good.pt", "--n", "30", "--shard", "4/4", "-o", "{out}.safetensors"], ["--shard 4/4"]),
-    ("shard-malformed", ["transfer", "{d}/good.pt", "{d}/adv.safetensors", "--shard", "half", "-o", "{out}.csv"], ["i/n"]),
-    ("shard-with-auto-batch", ["attack", "{d}/good.pt", "--shard", "0/2", "--batch-size", "auto", "-o", "{out}.safetensors"], ["fixed --batch-size"]),
-    ("shard-without-images", ["attack", "{d}/good.pt", "--n", "30", "--batch-size", "64", "--shard", "0/2", "-o", "{out}.safetensors"], ["no images"]),
+    ("batch-size-word", ["attack", "{d}/good.pt2", "--batch-size", "many", "-o", "{out}.safetensors"], ["--batch-size", "auto"]),
+    ("batch-size-zero-transfer", ["transfer", "{d}/good.pt2", "{d}/adv.safetensors", "--batch-size", "0", "-o", "{out}.csv"], ["--batch-size"]),
+    ("shard-out-of-range", ["attack", "{d}/good.pt2", "--n", "30", "--shard", "4/4", "-o", "{out}.safetensors"], ["--shard 4/4"]),
+    ("shard-malformed", ["transfer", "{d}/good.pt2", "{d}/adv.safetensors", "--shard", "half", "-o", "{out}.csv"], ["i/n"]),
+    ("shard-with-auto-batch", ["attack", "{d}/good.pt2", "--shard", "0/2", "--batch-size", "auto", "-o", "{out}.safetensors"], ["fixed --batch-size"]),
+    ("shard-without-images", ["attack", "{d}/good.pt2", "--n", "30", "--batch-size", "64", "--shard", "0/2", "-o", "{out}.safetensors"], ["no images"]),
     ("merge-not-a-shard", ["merge", "{d}/adv.safetensors", "-o", "{out}.safetensors"], ["not a shard"]),
-    ("study-devices-unknown", ["study", "{d}/good.pt", "--devices", "gpu0", "-o", "{out}"], ["unknown device"]),
+    ("study-devices-unknown", ["study", "{d}/good.pt2", "--devices", "gpu0", "-o", "{out}"], ["unknown device"]),
     ("study-devices-and-ray", ["study", "--devices", "cpu", "--ray", "local", "-o", "{out}"], ["cannot be combined"]),
     ("study-ci-level", ["study", "--ci", "95", "-o", "{out}"], ["--ci"]),
     ("model-name-formula", ["attack", "digits/resnet-s1", "--name", "=1+1", "--n", "30", "--steps", "1", "-o", "{out}.safetensors"], ["'=1+1'", "spreadsheets run as a formula", "--name"]),

@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests.cli_helpers import run_bad_case
-from tests.conftest import TinyCNN
+from tests.conftest import TinyCNN, save_program
 from tests.hostile import clean_pt2
 
 runner = CliRunner()
@@ -27,7 +27,7 @@ class _Fixed(torch.nn.Module):
 @pytest.fixture(scope="module")
 def wm(tmp_path_factory):
     d = tmp_path_factory.mktemp("badmodels")
-    torch.jit.script(TinyCNN(seed=1).eval()).save(str(d / "gray.pt"))  # 1-channel model without a data config
+    save_program(TinyCNN(seed=1), d / "gray.pt2")  # 1-channel model without a data config
     ep = torch.export.export(_Fixed().eval(), (torch.zeros(1, 1, 16, 16),))  # static batch of 1
     torch.export.save(ep, str(d / "fixed.pt2"))
     clean_pt2(d / "ok.pt2")
@@ -37,7 +37,7 @@ def wm(tmp_path_factory):
             Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(d / "rgb" / cls / f"{i}.png")
     for sub in ("x", "y"):  # two files with one stem: one name in the matrix
         (d / sub).mkdir()
-        torch.jit.script(TinyCNN(seed=2).eval()).save(str(d / sub / "m.pt"))
+        save_program(TinyCNN(seed=2), d / sub / "m.pt2")
     return d
 
 
@@ -45,12 +45,12 @@ CASES = [
     ("timm-imagenet-model-on-digits", ["attack", "resnet18", "--random-init", "--n", "20", "--steps", "1", "-o", "{out}.safetensors"],
      ["1000 classes", "digits", "--data"]),
     ("export-fixed-batch", ["attack", "{d}/fixed.pt2", "--n", "20", "--steps", "1", "-o", "{out}.safetensors"], ["batch size", "dynamic"]),
-    ("gray-model-on-rgb-folder", ["attack", "{d}/gray.pt", "--data", "{d}/rgb", "--canvas", "16", "--steps", "1", "-o", "{out}.safetensors"],
+    ("gray-model-on-rgb-folder", ["attack", "{d}/gray.pt2", "--data", "{d}/rgb", "--canvas", "16", "--steps", "1", "-o", "{out}.safetensors"],
      ["channel"]),
-    ("gray-model-on-rgb-transfer-logits", ["logits", "{d}/gray.pt", "--data", "{d}/rgb", "--canvas", "16", "-o", "{out}.safetensors"], ["channel"]),
-    ("study-two-files-one-stem", ["study", "{d}/x/m.pt", "{d}/y/m.pt", "--n", "20", "--steps", "1", "-o", "{out}"], ["both get the name 'm'"]),
-    ("study-eps-s-nan", ["study", "{d}/gray.pt", "--eps-s", "nan", "--n", "20", "-o", "{out}"], ["--eps-s"]),
-    ("study-k-zero", ["study", "{d}/gray.pt", "-k", "0", "--n", "20", "-o", "{out}"], ["-k"]),
+    ("gray-model-on-rgb-transfer-logits", ["logits", "{d}/gray.pt2", "--data", "{d}/rgb", "--canvas", "16", "-o", "{out}.safetensors"], ["channel"]),
+    ("study-two-files-one-stem", ["study", "{d}/x/m.pt2", "{d}/y/m.pt2", "--n", "20", "--steps", "1", "-o", "{out}"], ["both get the name 'm'"]),
+    ("study-eps-s-nan", ["study", "{d}/gray.pt2", "--eps-s", "nan", "--n", "20", "-o", "{out}"], ["--eps-s"]),
+    ("study-k-zero", ["study", "{d}/gray.pt2", "-k", "0", "--n", "20", "-o", "{out}"], ["-k"]),
     ("approx-study-not-a-study", ["approx", "{d}/ok.pt2", "--study", "{d}/rgb", "-o", "{out}.csv"], ["not a study directory"]),
 ]
 

@@ -11,7 +11,7 @@ from tests.cli_helpers import assert_clean_error, run, runner  # noqa: F401
 import torch
 
 from satkit.cli.app import app
-from tests.conftest import TinyCNN
+from tests.conftest import TinyCNN, save_program
 
 
 
@@ -20,8 +20,7 @@ def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     paths = {}
     for name, seed in (("m1", 1), ("m2", 2), ("m3", 3)):
-        torch.jit.script(TinyCNN(seed=seed).eval()).save(str(d / f"{name}.pt"))
-        paths[name] = d / f"{name}.pt"
+        paths[name] = save_program(TinyCNN(seed=seed), d / f"{name}.pt2")
     return paths
 
 
@@ -111,7 +110,7 @@ def test_zoo_list():
 def test_pickled_model_needs_opt_in(tmp_path):
     torch.save(TinyCNN(), str(tmp_path / "full.pt"))
     r = run("attack", tmp_path / "full.pt", "--n", 20, "--steps", 1, "-o", tmp_path / "a.safetensors", ok=False)
-    assert_clean_error(r, "--allow-pickle")
+    assert_clean_error(r, "--allow-code-execution")
     run("attack", tmp_path / "full.pt", "--allow-pickle", "--n", 20, "--steps", 1, "-o", tmp_path / "a.safetensors")
 
 

@@ -3,8 +3,6 @@ with one line that says what to do -- before any work."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import torch.nn as nn
@@ -13,7 +11,7 @@ from satkit.errors import ModelError
 from satkit.models import ModelOptions, load_model
 from satkit.models.fit import check_fits
 from satkit.models.wrapper import ClassifierWrapper, DataConfig, LoadedModel
-from tests.conftest import TinyCNN, tiny_model
+from tests.conftest import TinyCNN, save_program, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +31,8 @@ def _refused(lm, sample, num_classes, source, *words):
     return msg
 
 
-def _script(module: nn.Module, path) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit is deprecated upstream; still a supported input format
-        torch.jit.script(module.eval()).save(str(path))
-    return str(path)
+def _program(module: nn.Module, path) -> str:
+    return str(save_program(module, path))  # a .pt2 with dynamic batch, height and width
 
 
 def _wrapped(module: nn.Module, name: str) -> LoadedModel:
@@ -49,7 +44,7 @@ def test_fitting_models_pass(digits, tmp_path):
     check_fits(tiny_model(), digits.images[:4], 10, "digits")
     check_fits(tiny_model(), as_float32(digits.images[:3]), 10, "digits")  # float storage, odd k
     check_fits(tiny_model(), digits.images[:1], 10, "digits")  # one image is enough
-    lm = load_model(_script(TinyCNN(1), tmp_path / "m.pt"))
+    lm = load_model(_program(TinyCNN(1), tmp_path / "m.pt2"))
     assert lm.num_classes == 0
     check_fits(lm, digits.images[:4], 10, "digits")
     assert lm.num_classes == 10  # learned from the forward, as ensure_num_classes does
@@ -85,8 +80,8 @@ def test_export_with_fixed_image_size_names_it(tmp_path):
     _refused(load_model(str(tmp_path / "m.pt2")), small, 10, "small/", "fixed height 16", "8x8", "--input-size")
 
 
-def test_one_channel_torchscript_fed_rgb(tmp_path):
-    path = _script(TinyCNN(1), tmp_path / "gray.pt")
+def test_one_channel_model_fed_rgb(tmp_path):
+    path = _program(TinyCNN(1), tmp_path / "gray.pt2")
     rgb = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
     _refused(load_model(path), rgb, 10, "photos/", "1-channel", "3-channel", "photos/", "--data", "--input-size 1,16,16")
     # the suggested fix works: with an input size the wrapper converts RGB to gray
@@ -94,10 +89,7 @@ def test_one_channel_torchscript_fed_rgb(tmp_path):
 
 
 def test_three_channel_model_fed_gray_digits(digits, tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.trace(TinyCNN(3).eval(), torch.zeros(1, 3, 16, 16)).save(str(tmp_path / "rgb.pt"))
-    _refused(load_model(str(tmp_path / "rgb.pt")), digits.images[:4], 10, "digits", "3-channel", "1-channel", "--input-size 3,16,16")
+    _refused(load_model(_program(TinyCNN(3), tmp_path / "rgb.pt2")), digits.images[:4], 10, "digits", "3-channel", "1-channel", "--input-size 3,16,16")
 
 
 def test_imagenet_model_on_digits_is_refused(digits):

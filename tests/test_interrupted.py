@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.conftest import TinyCNN
+from tests.conftest import TinyCNN, save_program
 
 pytestmark = [pytest.mark.skipif(os.name != "posix", reason="SIGKILL"), pytest.mark.slow]
 
@@ -20,8 +19,7 @@ def model_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("kill_models")
     paths = []
     for seed in (1, 2, 3):
-        p = d / f"k{seed}.pt"
-        torch.jit.script(TinyCNN(seed=seed).eval()).save(str(p))
+        p = save_program(TinyCNN(seed=seed), d / f"k{seed}.pt2")
         paths.append(str(p))
     return paths
 

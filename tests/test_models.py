@@ -83,13 +83,15 @@ def test_torchscript_and_export(tmp_path):
     net = TinyCNN().eval()
     x = torch.rand(3, 1, 16, 16)
     torch.jit.script(net).save(str(tmp_path / "m.pt"))
-    lm = load_model(str(tmp_path / "m.pt"))
+    with pytest.raises(ModelError, match="--allow-code-execution"):  # a TorchScript file is a program: opt-in only
+        load_model(str(tmp_path / "m.pt"))
+    lm = load_model(str(tmp_path / "m.pt"), ModelOptions(allow_code=True))
     assert lm.kind == "torchscript"
     with torch.no_grad():
         assert torch.allclose(lm.module(x), net(x), atol=1e-6)
     ep = torch.export.export(net, (x,))
     torch.export.save(ep, str(tmp_path / "m.pt2"))
-    lm2 = load_model(str(tmp_path / "m.pt2"))
+    lm2 = load_model(str(tmp_path / "m.pt2"))  # a torch.export program loads without opt-in
     assert lm2.kind == "export"
     with torch.no_grad():
         assert torch.allclose(lm2.module(x), net(x), atol=1e-6)
@@ -110,7 +112,7 @@ def test_pickle_refused_without_opt_in_and_runs_no_code(tmp_path):
     with open(tmp_path / "evil.pth", "wb") as fh:  # and a plain (legacy) pickle
         pickle.dump(_Evil(str(marker)), fh)
     for name in ("evil.pt", "evil.pth"):
-        with pytest.raises(ModelError, match="--allow-pickle"):
+        with pytest.raises(ModelError, match="--allow-code-execution"):
             load_model(str(tmp_path / name))
         assert not marker.exists()
     # a state dict with --arch is read with weights_only=True: the payload is refused too
@@ -121,6 +123,6 @@ def test_pickle_refused_without_opt_in_and_runs_no_code(tmp_path):
 
 def test_pickle_with_opt_in(tmp_path):
     torch.save(TinyCNN(), str(tmp_path / "full.pt"))
-    lm = load_model(str(tmp_path / "full.pt"), ModelOptions(allow_pickle=True))
+    lm = load_model(str(tmp_path / "full.pt"), ModelOptions(allow_code=True))
     assert lm.kind == "pickle"
     assert lm.module(torch.rand(1, 1, 16, 16)).shape == (1, 10)

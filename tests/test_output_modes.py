@@ -9,13 +9,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from rich.console import Console
 from rich.table import Table
 
 from satkit.cli import common as c
 from tests.cli_helpers import run
-from tests.conftest import TinyCNN
+from tests.conftest import TinyCNN, save_program
 
 ANSI = re.compile(r"\x1b\[")
 LONG = ["cnn_alpha_with_a_long_descriptive_name", "cnn_beta_with_a_long_descriptive_name"]
@@ -191,7 +190,7 @@ def test_tables_off_a_terminal_are_full_width_plain_ascii():
 def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     for i, name in enumerate(LONG):
-        torch.jit.script(TinyCNN(1, 10, seed=i).eval()).save(str(d / f"{name}.pt"))
+        save_program(TinyCNN(1, 10, seed=i), d / f"{name}.pt2")
     return d
 
 
@@ -199,7 +198,7 @@ def model_dir(tmp_path_factory):
 def two_models(model_dir, monkeypatch):
     """The two model files, named relative to the working directory (progress lines name the spec)."""
     monkeypatch.chdir(model_dir)
-    return [f"{name}.pt" for name in LONG]
+    return [f"{name}.pt2" for name in LONG]
 
 
 def test_study_with_cli_runner_prints_progress_lines_and_full_names(two_models, tmp_path):
@@ -207,13 +206,13 @@ def test_study_with_cli_runner_prints_progress_lines_and_full_names(two_models, 
     err = r.stderr
     assert not ANSI.search(err) and "…" not in err
     for name in LONG:
-        m = re.search(rf"^attack +{name}\.pt: (\d+)/(\d+)", err, re.M)  # counts the samples attacked
+        m = re.search(rf"^attack +{name}\.pt2: (\d+)/(\d+)", err, re.M)  # counts the samples attacked
         assert m and m.group(1) == m.group(2) and 0 < int(m.group(1)) <= 30, err
-        assert re.search(rf"^transfer +{name}\.pt: 2/2", err, re.M), err
+        assert re.search(rf"^transfer +{name}\.pt2: 2/2", err, re.M), err
     assert err.rstrip().splitlines()[-1].startswith("2 attack(s) run, 0 reused")
     # rerun: everything is done before, one line each, still complete
     r = run("study", *two_models, "--n", 30, "--steps", 2, "--no-analyses", "-o", tmp_path / "st")
-    assert f"attack   {LONG[0]}.pt (done before): 30/30" in r.stderr
+    assert f"attack   {LONG[0]}.pt2 (done before): 30/30" in r.stderr
     r = run("study", *two_models, "--n", 30, "--steps", 2, "--no-analyses", "-o", tmp_path / "st", "-q")
     assert "30/30" not in r.stderr and "attack(s) run" not in r.stderr  # warnings only
 
@@ -278,9 +277,9 @@ def test_study_log_of_a_real_process_is_readable(two_models, tmp_path):
     lines = text.rstrip("\n").splitlines()
     assert re.search(r"^data +digits: 30/30$", text, re.M)
     for name in LONG:
-        m = re.search(rf"^attack +{name}\.pt: (\d+)/(\d+) \(100%\), [0-9.]+ s$", text, re.M)  # samples attacked
+        m = re.search(rf"^attack +{name}\.pt2: (\d+)/(\d+) \(100%\), [0-9.]+ s$", text, re.M)  # samples attacked
         assert m and m.group(1) == m.group(2) and 0 < int(m.group(1)) <= 30, text
-        assert re.search(rf"^transfer +{name}\.pt: 2/2 \(100%\), [0-9.]+ s$", text, re.M), text
+        assert re.search(rf"^transfer +{name}\.pt2: 2/2 \(100%\), [0-9.]+ s$", text, re.M), text
         assert any(name in ln and "|" in ln for ln in lines), text  # the matrix table row, name in full
     assert lines[-1].startswith("2 attack(s) run, 0 reused; 4 transfer evaluation(s) run, 0 reused;"), text
     assert f"Matrix: {tmp_path / 'st' / 'sat.csv'}" in lines[-1]

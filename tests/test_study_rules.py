@@ -14,21 +14,20 @@ from safetensors.torch import load_file
 from cli_helpers import assert_clean_error, run
 from satkit.attacks import AttackParams
 from satkit.study import StudyConfig, plan_study, run_study
-from tests.conftest import TinyCNN
+from tests.conftest import TinyCNN, save_program
 
 BASE = dict(n=30, params=AttackParams(eps=0.1, steps=2), analyses=False)
 
 
-def _script(path: Path, seed: int) -> str:
-    torch.jit.script(TinyCNN(seed=seed).eval()).save(str(path))
-    return str(path)
+def _program(path: Path, seed: int) -> str:
+    return str(save_program(TinyCNN(seed=seed), path))
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    """A finished two-model study of TorchScript files (tiny models: every run takes about a second)."""
+    """A finished two-model study of .pt2 files (tiny models: every run takes about a second)."""
     root = tmp_path_factory.mktemp("rules")
-    models = [_script(root / "m1.pt", 1), _script(root / "m2.pt", 2)]
+    models = [_program(root / "m1.pt2", 1), _program(root / "m2.pt2", 2)]
     run_study(StudyConfig.create(models, root / "study", **BASE))
     return root, models
 
@@ -52,9 +51,9 @@ def test_plan_and_run_agree(base, tmp_path, change):
     shutil.copytree(root / "study", out)
     models = list(models)
     if change == "weights":  # same file name (same model name), other weights
-        models[1] = _script(tmp_path / "m2.pt", 7)
-        shutil.copy(root / "m1.pt", tmp_path / "m1.pt")
-        models[0] = str(tmp_path / "m1.pt")
+        models[1] = _program(tmp_path / "m2.pt2", 7)
+        shutil.copy(root / "m1.pt2", tmp_path / "m1.pt2")
+        models[0] = str(tmp_path / "m1.pt2")
         for name in ("attacks", "transfer"):  # the stored files name the models by path: rename them
             for p in (out / name).iterdir():
                 p.rename(p.with_name(p.name.replace(str(root).strip("/").replace("/", "__"), str(tmp_path).strip("/").replace("/", "__"))))
@@ -82,7 +81,7 @@ def test_failed_study_leaves_study_json_byte_identical(base, tmp_path):
     out = tmp_path / "study"
     shutil.copytree(root / "study", out)
     before = (out / "study.json").read_bytes()
-    for bad in (["digits/resnet-s1", "resnet50"], [models[0], str(tmp_path / "missing.pt")]):
+    for bad in (["digits/resnet-s1", "resnet50"], [models[0], str(tmp_path / "missing.pt2")]):
         r = run("study", *bad, "--n", 30, "--steps", 2, "--no-analyses", "-o", out, ok=False)
         assert_clean_error(r)
         assert (out / "study.json").read_bytes() == before

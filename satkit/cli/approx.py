@@ -35,7 +35,7 @@ def approx(
     amp: Optional[str] = typer.Option(None, "--amp", help="Autocast: bf16, fp16 (GPU) or off. Default: the study's, else off."),
     arch: Optional[str] = c.ArchOpt,
     model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
-    allow_pickle: bool = c.PickleOpt,
+    allow_code: bool = c.CodeOpt,
     pretrained: bool = c.PretrainedOpt,
     mean: Optional[str] = c.MeanOpt,
     std: Optional[str] = c.StdOpt,
@@ -98,8 +98,8 @@ def approx(
         read = [sat, *DataRequest(data or "digits", labels=labels).inputs()]
     check_outputs({"--output": output, "--summary": summary, "--save-attack": save_attack}, inputs=[model_file, *read])
     dev = resolve_device(device)
-    opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name, model_kwargs)
-    known_opts = ModelOptions(pretrained=pretrained)  # never --allow-pickle: it is given for the new model only
+    opts = c.model_options(arch, allow_code, pretrained, mean, std, input_size, name, model_kwargs)
+    known_opts = ModelOptions(pretrained=pretrained)  # never --allow-code-execution: it is given for the new model only
 
     with c.progress_bar() as p:
         tasks: dict[tuple[str, str], int] = {}

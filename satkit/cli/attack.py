@@ -37,7 +37,7 @@ def attack(
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: attack only shard i (0-based) of n, a run of whole batches, for job arrays; join the n files with satkit merge."),
     arch: Optional[str] = c.ArchOpt,
     model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
-    allow_pickle: bool = c.PickleOpt,
+    allow_code: bool = c.CodeOpt,
     pretrained: bool = c.PretrainedOpt,
     mean: Optional[str] = c.MeanOpt,
     std: Optional[str] = c.StdOpt,
@@ -69,7 +69,7 @@ def attack(
     params = c.attack_params(data, attack_name, eps, steps, step_size, seed, storage, random_start, attack_all,
                              decay=decay, samples=vmi_samples, beta=vmi_beta, rho=rho, band=band)
     job = AttackJob(model, data=DataRequest(data, n, data_seed, canvas, labels), params=params,
-                    model_options=c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name, model_kwargs),
+                    model_options=c.model_options(arch, allow_code, pretrained, mean, std, input_size, name, model_kwargs),
                     batch_size=c.batch_size_value(batch_size), amp=amp, compile=compile_, shard=c.parse_shard(shard))
     dev = resolve_device(device)
     with c.progress_bar() as p:

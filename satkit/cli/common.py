@@ -337,7 +337,11 @@ AmpOpt = typer.Option("off", "--amp", help="Autocast: bf16, fp16 (GPU) or off.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr.")
 ArchOpt = typer.Option(None, "--arch", help="Architecture for a weights-only file: a timm name or digits/<arch>.")
 ModelKwargsOpt = typer.Option(None, "--model-kwargs", help="timm.create_model arguments the weights were made with, e.g. in_chans=1,num_classes=10 (repeat the option or separate with commas; values are read as int, float, true/false, none or text).")
-PickleOpt = typer.Option(False, "--allow-pickle", help="Allow loading a pickled full model. Unpickling runs code from the file: only for files you trust.")
+CodeOpt = typer.Option(
+    False, "--allow-code-execution", "--allow-pickle",
+    help="Run code a model file carries: load a pickled model or TorchScript, or a .pt2 outside the pure-operator check. "
+    "Only for files you trust (--allow-pickle is the old name).",
+)
 PretrainedOpt = typer.Option(True, "--pretrained/--random-init", help="timm names: load pretrained weights (default) or use random init (benchmarks, tests).")
 MeanOpt = typer.Option(None, "--mean", help="Override normalization mean, e.g. 0.485,0.456,0.406.")
 StdOpt = typer.Option(None, "--std", help="Override normalization std, e.g. 0.229,0.224,0.225.")
@@ -379,11 +383,11 @@ def attack_params(data: str, attack: str, eps: Optional[str], steps: int, step_s
     )
 
 
-def model_options(arch, allow_pickle, pretrained, mean=None, std=None, input_size=None, name=None, model_kwargs=None):
+def model_options(arch, allow_code, pretrained, mean=None, std=None, input_size=None, name=None, model_kwargs=None):
     from satkit.models import ModelOptions
 
     return ModelOptions(
-        arch=arch, allow_pickle=allow_pickle, pretrained=pretrained,
+        arch=arch, allow_code=allow_code, pretrained=pretrained,
         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
         input_size=parse_input_size(input_size), name=name, model_kwargs=parse_model_kwargs(model_kwargs),
     )

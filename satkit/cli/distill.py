@@ -33,7 +33,7 @@ def distill(
     device: str = c.DeviceOpt,
     arch: Optional[str] = c.ArchOpt,
     model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
-    allow_pickle: bool = c.PickleOpt,
+    allow_code: bool = c.CodeOpt,
     pretrained: bool = c.PretrainedOpt,
     quiet: bool = c.QuietOpt,
 ) -> None:
@@ -67,7 +67,7 @@ def distill(
         _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output)
         return
     _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, soft, temperature, alpha, seed, sat,
-           sat_proxy, metrics, name, device, arch, allow_pickle, pretrained, model_kwargs)
+           sat_proxy, metrics, name, device, arch, allow_code, pretrained, model_kwargs)
 
 
 def _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output) -> None:
@@ -104,7 +104,7 @@ def _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output) -> N
 
 
 def _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, soft, temperature, alpha, seed, sat,
-           sat_proxy, metrics, name, device, arch, allow_pickle, pretrained, model_kwargs=None) -> None:
+           sat_proxy, metrics, name, device, arch, allow_code, pretrained, model_kwargs=None) -> None:
     from satkit.analysis.distill import (
         DistillConfig, append_metrics, distill as run_distill, metrics_row, resolve_student, save_student,
         student_proxies, teacher_student_sat,
@@ -142,7 +142,7 @@ def _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, so
     train = load_data("digits:train" if is_digits else data)
     test = load_data(eval_data if eval_data is not None else "digits", canvas=train.canvas[1])
     arch_info = resolve_student(student, max(train.num_classes, int(train.labels.max()) + 1))
-    t = load_model(teacher, c.model_options(arch, allow_pickle, pretrained, model_kwargs=model_kwargs), dev) if teacher is not None else None
+    t = load_model(teacher, c.model_options(arch, allow_code, pretrained, model_kwargs=model_kwargs), dev) if teacher is not None else None
     with c.progress_bar() as p:
         task = p.add_task(f"distill {t.name if t else 'no teacher'} -> {arch_info.name}", total=None)
 

@@ -23,7 +23,7 @@ def logits(
     amp: str = c.AmpOpt,
     arch: Optional[str] = c.ArchOpt,
     model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
-    allow_pickle: bool = c.PickleOpt,
+    allow_code: bool = c.CodeOpt,
     pretrained: bool = c.PretrainedOpt,
     mean: Optional[str] = c.MeanOpt,
     std: Optional[str] = c.StdOpt,
@@ -53,7 +53,7 @@ def logits(
     c.set_quiet(quiet)
     bs = c.batch_size_value(batch_size)
     dev = resolve_device(device)
-    opts = c.model_options(arch, allow_pickle, pretrained, mean, std, input_size, name, model_kwargs)
+    opts = c.model_options(arch, allow_code, pretrained, mean, std, input_size, name, model_kwargs)
     with c.progress_bar() as p:
         res = logits_into_file(model, output, data=DataRequest(data, n, data_seed, canvas, labels), model_options=opts, device=dev,
                                batch_size=bs, amp=amp, store_images=images, rerun=c.rerun_line(),

@@ -21,7 +21,7 @@ def transfer(
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: evaluate only every n-th attack file starting at i (0-based), for job arrays; give all shards' tables to satkit matrix."),
     arch: Optional[str] = c.ArchOpt,
     model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
-    allow_pickle: bool = c.PickleOpt,
+    allow_code: bool = c.CodeOpt,
     pretrained: bool = c.PretrainedOpt,
     quiet: bool = c.QuietOpt,
 ) -> None:
@@ -63,7 +63,7 @@ def transfer(
         if not opened:
             c.info(f"shard {shard}: no attack file falls to this shard ({len(files)} files); nothing to do")
     dev = resolve_device(device)
-    opts = c.model_options(arch, allow_pickle, pretrained, model_kwargs=model_kwargs)
+    opts = c.model_options(arch, allow_code, pretrained, model_kwargs=model_kwargs)
     tables, samples = [], []
     with c.progress_bar() as p:
         for spec in targets if opened else []:

@@ -63,11 +63,11 @@ adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d 
 addmv alias_copy alpha_dropout argsort avg_pool1d baddbmm batch_norm bilinear broadcast_to celu channel_shuffle chunk
 clamp_max clamp_min clip concat concatenate contiguous conv1d conv2d conv3d conv_transpose1d conv_transpose2d
 cosine_similarity cumprod detach dot dropout einsum embedding_renorm empty_like erfinv exp2 expand_as
-feature_alpha_dropout feature_dropout flatten floor_divide frac full group_norm hardshrink hardsigmoid hardswish
+feature_alpha_dropout feature_dropout flatten im2col floor_divide frac full group_norm hardshrink hardsigmoid hardswish
 instance_norm layer_norm lerp lift_fresh lift_fresh_copy linalg_vector_norm linear log_softmax logsumexp masked_fill
 matmul max_pool1d max_pool2d max_pool3d mish movedim mv nan_to_num narrow native_batch_norm native_channel_shuffle
 new_empty new_full new_ones new_zeros norm ones ones_like outer pad pixel_shuffle pixel_unshuffle relu6 repeat_interleave
-reshape reshape_as rms_norm roll rrelu scaled_dot_product_attention selu silu softmax softplus split square
+reshape reshape_as rms_norm roll rrelu rsub scaled_dot_product_attention selu silu softmax softplus split square stack
 std std_mean swapaxes sym_constrain_range sym_constrain_range_for_size t tile to transpose type_as unbind unflatten
 unfold upsample_bicubic2d upsample_bilinear2d upsample_linear1d upsample_nearest1d upsample_nearest3d var_mean
 view_as zeros zeros_like

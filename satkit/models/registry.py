@@ -5,11 +5,13 @@ Spec forms (first match wins):
 - ``digits/<name>``: a built-in digits zoo model (``satkit zoo list``).
 - a path ending in ``.safetensors``: a state dict; needs ``arch`` (a timm
   architecture or a zoo architecture such as ``digits/resnet``).
-- a path ending in ``.pt2``: a ``torch.export`` program holding raw tensors only
-  (archives with pickled payloads need ``allow_pickle=True``).
-- a path ending in ``.pt``/``.pth``/``.ts``: TorchScript; or, with ``arch``, a
-  plain state dict loaded with ``weights_only=True``; a pickled full model only
-  with ``allow_pickle=True`` (unpickling runs code from the file).
+- a path ending in ``.pt2``: a ``torch.export`` program of pure tensor operators
+  holding raw tensors only (see :mod:`satkit.models.untrusted`); anything else in
+  one needs ``allow_code=True``.
+- a path ending in ``.pt``/``.pth``/``.ts``: with ``arch``, a plain state dict
+  loaded with ``weights_only=True``; TorchScript or a pickled full model only
+  with ``allow_code=True`` (both are programs: loading or running them runs code
+  from the file).
 - ``hf-hub:<org>/<repo>``: a timm model on the Hugging Face hub (``hf-hub:timm/resnet18.a1_in1k``),
   its config and weights from the local Hugging Face cache or the hub.
 - anything else: a timm name with optional weights tag (``resnet50.a1_in1k``),
@@ -46,10 +48,10 @@ ZOO_PREFIX = "digits/"
 
 @dataclass
 class ModelOptions:
-    """Options that change how a spec is resolved (CLI: --arch, --allow-pickle, ...)."""
+    """Options that change how a spec is resolved (CLI: --arch, --allow-code-execution, ...)."""
 
     arch: str | None = None
-    allow_pickle: bool = False
+    allow_code: bool = False  # run code a model file carries (pickles, TorchScript, unchecked .pt2)
     pretrained: bool = True
     num_classes: int | None = None
     mean: tuple[float, ...] | None = None
@@ -124,8 +126,8 @@ def load_model(spec: str, opts: ModelOptions | None = None, device: torch.device
     s = spec.strip()
     if not s:
         raise ModelError("empty model spec; give a timm name, digits/<name>, or a model file")
-    # Without --allow-pickle nothing a loader does may unpickle code (see satkit.models.untrusted).
-    guard = contextlib.nullcontext() if opts.allow_pickle else no_code_from_files(s)
+    # Without allow_code nothing a loader does may unpickle code (see satkit.models.untrusted).
+    guard = contextlib.nullcontext() if opts.allow_code else no_code_from_files(s)
     with guard, _quiet():  # loaders log their own tracebacks (torch.export's fallbacks); errors come as ModelError
         lm = _resolve(s, spec, opts)
     if opts.name:
@@ -510,6 +512,12 @@ def _load_torch_file(p: Path, spec: str, opts: ModelOptions) -> LoadedModel:
             names = z.namelist()
         # TorchScript archives carry code/ and constants.pkl; torch.save archives only data.pkl
         is_script = any(re.search(r"(^|/)code/", n) for n in names) or any(n.endswith("constants.pkl") for n in names)
+    if not opts.allow_code:
+        what = "a TorchScript program" if is_script else "a pickled model (not TorchScript, torch.export or safetensors)"
+        raise ModelError(
+            f"{p} is {what}, and loading it runs code from the file: export it with torch.export to a .pt2 "
+            f"or save its state dict as .safetensors and pass --arch, or pass --allow-code-execution only if you trust it"
+        )
     if is_script:
         try:
             with _quiet():
@@ -518,11 +526,6 @@ def _load_torch_file(p: Path, spec: str, opts: ModelOptions) -> LoadedModel:
             raise ModelError(f"{p}: cannot load TorchScript ({_short(e)})") from None
         kind = "torchscript"
     else:
-        if not opts.allow_pickle:
-            raise ModelError(
-                f"{p} is not TorchScript, torch.export or safetensors; it looks like a pickled model, and unpickling "
-                f"runs code from the file: pass --allow-pickle only if you trust it, or use --arch for a state dict"
-            )
         try:
             model = torch.load(str(p), map_location="cpu", weights_only=False)
         except Exception as e:
@@ -538,10 +541,18 @@ def _load_torch_file(p: Path, spec: str, opts: ModelOptions) -> LoadedModel:
 
 
 def _load_export(p: Path, spec: str, opts: ModelOptions) -> LoadedModel:
-    if not opts.allow_pickle:
-        check_pt2_archive(p)
+    from satkit.models.export_check import check_graph_module, check_guards
+
+    if not opts.allow_code:
+        check_pt2_archive(p)  # before torch parses anything
     try:
         ep = torch.export.load(str(p))
+    except Exception as e:
+        raise ModelError(f"{p}: cannot load torch.export program ({_short(e)})") from None
+    if not opts.allow_code:
+        check_graph_module(ep.graph_module, str(p))  # before the first call
+        check_guards(getattr(ep, "_guards_code", None), str(p))  # exec()d by ep.module()
+    try:
         model = ep.module()
     except Exception as e:
         raise ModelError(f"{p}: cannot load torch.export program ({_short(e)})") from None

@@ -48,8 +48,6 @@ def approx_from_study(
     reuse_attack: bool = True,
     on_event: EventFn | None = None,
 ) -> ApproxResult:
-    if save_attack_to is not None:  # before any work; the CLI checks all its outputs the same way
-        check_outputs({"save_attack_to": save_attack_to}, [*approx_inputs(study_dir), new if Path(new).is_file() else None])
     """Approximate SAT of model ``new`` against every other model of a study, and the cluster it joins.
 
     The clean set and attack settings are the study's; the data must reproduce the
@@ -58,7 +56,9 @@ def approx_from_study(
     ``model_options`` apply to the new model; the study's models load with ``known_options``,
     never with pickle allowed (a shared study directory must not run code).
     """
-    known_options = replace(known_options or ModelOptions(), allow_pickle=False)
+    known_options = replace(known_options or ModelOptions(), allow_code=False)
+    if save_attack_to is not None:  # before any work; the CLI checks all its outputs the same way
+        check_outputs({"save_attack_to": save_attack_to}, [*approx_inputs(study_dir), new if Path(new).is_file() else None])
     st = read_settings(study_dir)
     study = StudyDir(study_dir)
     amp = amp or st.amp
