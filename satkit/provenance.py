@@ -6,14 +6,13 @@ import platform
 import re
 from typing import Any, Callable
 
-import torch
-
 ProgressFn = Callable[[int, int], None]
 """Progress callback: ``progress(done, total)`` in the unit the caller documents."""
 
 
 def versions() -> dict[str, str]:
     import timm
+    import torch  # here, not at the top: printing an error (printable) must not pay torch's start-up
 
     import satkit
 

@@ -83,7 +83,7 @@ def test_cli_precision(tmp_path, small_data):
 @pytest.mark.parametrize("argv, words", [
     (["--precision", "0"], ["--precision", "positive"]),
     (["--precision", "0.2", "--plan"], ["--precision", "--plan"]),
-    (["--precision", "0.2", "--chunk", "3"], ["--chunk", ">= 10"]),
+    (["--precision", "0.2", "--chunk", "3"], ["--chunk", "from 10 to 100000"]),
 ])
 def test_bad_precision_options(tmp_path, argv, words):
     assert_clean_error(run("study", *MODELS, *argv, "-o", tmp_path / "s", ok=False), *words)

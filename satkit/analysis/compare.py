@@ -26,6 +26,7 @@ import numpy as np
 
 from satkit.analysis.cluster import spectral_cluster
 from satkit.errors import MismatchError, ParameterError, SatkitError
+from satkit.limits import PERMUTATIONS
 
 MIN_MODELS = 3  # fewer models give fewer than 3 pairs: no correlation to speak of
 
@@ -112,8 +113,7 @@ def compare_matrices(
     """Agreement of two SAT matrices (see the module docstring); one-line errors for unusable input."""
     from scipy import stats
 
-    if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 1:
-        raise ParameterError(f"--permutations must be a whole number >= 1, got {permutations!r}")
+    permutations = PERMUTATIONS.check(permutations)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParameterError(f"--seed must be a whole number >= 0, got {seed!r}")
     names_a, names_b = [str(n) for n in names_a], [str(n) for n in names_b]

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
 from satkit.errors import ParameterError
+from satkit.limits import STEPS
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,7 @@ class AttackParams:
     def __post_init__(self) -> None:
         if not (0.0 <= self.eps <= 1.0) or self.eps != self.eps:
             raise ParameterError(f"--eps must be in [0, 1] (pixel scale; 8/255 = 0.0314), got {self.eps}")
-        if self.steps <= 0:
-            raise ParameterError(f"--steps must be a positive integer, got {self.steps}")
+        STEPS.check(self.steps)
         if self.step_size is not None and not (0.0 < self.step_size <= 1.0):
             raise ParameterError(f"--step-size must be in (0, 1], got {self.step_size}")
         spec = attack_spec(self.attack)

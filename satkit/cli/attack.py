@@ -60,6 +60,10 @@ def attack(
 
         satkit attack resnet50 --data val/ --shard $SLURM_ARRAY_TASK_ID/8 -o adv/resnet50.$SLURM_ARRAY_TASK_ID.safetensors
     """
+    from satkit.models.hub import early_answer
+
+    early_answer(model, pretrained, arch)  # weights that cannot be had: say so before seconds of torch start-up
+
     from satkit.data import DataRequest
     from satkit.devices import resolve_device
     from satkit.io.pixels import budget_text

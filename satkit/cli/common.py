@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
+from satkit import limits as L
 from satkit.errors import ParameterError, SatkitError
 
 err_console = Console(stderr=True, highlight=False)
@@ -348,16 +349,16 @@ StdOpt = typer.Option(None, "--std", help="Override normalization std, e.g. 0.22
 InputSizeOpt = typer.Option(None, "--input-size", help="Override the model's input size C,H,W (e.g. 3,224,224).")
 DataOpt = typer.Option("digits", "--data", help="digits | digits:train | an image folder (one sub-folder per class, or flat with --labels) | a .safetensors data file (images + labels tensors).")
 LabelsOpt = typer.Option(None, "--labels", help="Labels of a flat image folder (--data DIR): Kaggle's LOC_val_solution.csv (synset ids) or filename,label lines; synsets map to timm's ImageNet class order.")
-NOpt = typer.Option(None, "--n", help="Draw a class-stratified, seeded sample of N images (paper: 5000 = 5 per ImageNet class). Default: all.")
+NOpt = typer.Option(None, "--n", help=f"Draw a class-stratified, seeded sample of N images (paper: 5000 = 5 per ImageNet class). Default: all. Range: {L.N.text}.")
 DataSeedOpt = typer.Option(0, "--data-seed", help="Seed of the --n sample.")
-CanvasOpt = typer.Option(None, "--canvas", help="Canvas size in px every model sees (default: 16 for digits, 224 for folders).")
+CanvasOpt = typer.Option(None, "--canvas", help=f"Canvas size in px every model sees (default: 16 for digits, 224 for folders). Range: {L.CANVAS.text}.")
 
 
 # Attack choice and attack-specific options, shared by `attack` and `study`. The help texts are
 # written here (importing the registry would import torch for every --help); a test keeps them
 # in step with satkit.attacks.ATTACKS.
 AttackOpt = typer.Option("pgd", "--attack", help="pgd (the paper's: Madry et al.), mifgsm (momentum, Dong et al.), vmifgsm (variance-tuned MI-FGSM, Wang & He), apgd-ce (APGD with cross-entropy, Croce & Hein: AutoAttack's core) or lf-pgd (PGD in a low-frequency DCT band). All L-infinity, untargeted; see docs/attacks.md.")
-StepsOpt = typer.Option(50, "--steps", help="Attack iterations (paper: 50 PGD steps). vmifgsm costs 1 + --vmi-samples gradients per step.")
+StepsOpt = typer.Option(50, "--steps", help=f"Attack iterations (paper: 50 PGD steps). vmifgsm costs 1 + --vmi-samples gradients per step. Range: {L.STEPS.text}.")
 StepSizeOpt = typer.Option(None, "--step-size", help="Step per iteration, pixel scale. Default: 2.5*eps/steps (pgd, lf-pgd), eps/steps (mifgsm, vmifgsm), 2*eps initial step halved at checkpoints (apgd-ce).")
 DecayOpt = typer.Option(None, "--decay", help="mifgsm, vmifgsm: momentum decay mu. Default 1.0.")
 VmiSamplesOpt = typer.Option(None, "--vmi-samples", help="vmifgsm: neighbours per step for the gradient variance (N). Default 20.")
@@ -436,7 +437,7 @@ def fail(msg: str) -> None:
     raise ParameterError(msg)
 
 
-BatchSizeHelp = "Images per batch, or 'auto': the largest power of two that fits in GPU memory (CUDA), or the smallest that runs near full speed (CPU; probed with a few timed steps). Default: auto on CUDA, 128 elsewhere."
+BatchSizeHelp = f"Images per batch, or 'auto': the largest power of two that fits in GPU memory (CUDA), or the smallest that runs near full speed (CPU; probed with a few timed steps). Default: auto on CUDA, 128 elsewhere; {L.BATCH_SIZE.text}."
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the model first (pays off on GPUs for long runs; compiling takes tens of seconds).")
 
 

@@ -20,7 +20,7 @@ def matrix(
     show: bool = typer.Option(True, "--show/--no-show", help="Print the matrix as a coloured table on stderr."),
     per_sample: Optional[List[Path]] = typer.Option(None, "--per-sample", help="Per-sample outcome tables (satkit transfer --per-sample), for --ci."),
     ci: Optional[float] = typer.Option(None, "--ci", help="Add percentile-bootstrap confidence intervals at this level (e.g. 0.95) to the --long table; needs --per-sample."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for --ci; at least 2/(1-ci), so each tail of the interval holds one (40 for 0.95)."),
+    n_boot: int = typer.Option(1000, "--n-boot", help=f"Bootstrap resamples for --ci; at least 2/(1-ci), so each tail of the interval holds one (40 for 0.95); at most {c.L.N_BOOT.high}."),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Build the SAT matrix from transfer tables, exactly the paper's formula.

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from satkit.data.base import CleanSet, stratified_sample
 from satkit.data.stream import FolderImages, open_flat_folder, open_folder
 from satkit.errors import DataError, InputFileError, ParameterError
+from satkit.limits import CANVAS, CHUNK, CHUNK_INDEX, N
 
 DIGITS_CANVAS = 16
 DIGITS_TEST_FRACTION = 0.3
@@ -118,10 +119,7 @@ def open_data(spec: str, canvas: int | None = None, n: int | None = None, seed: 
     (see :mod:`satkit.data.stream`). Either way the samples, pixels and fingerprint
     are those :func:`load_data` gives.
     """
-    if n is not None and n <= 0:
-        raise ParameterError(f"--n must be a positive number of images, got {n}")
-    if canvas is not None and canvas <= 0:
-        raise ParameterError(f"--canvas must be positive, got {canvas}")
+    check_sizes(n, canvas, chunk)
     s = spec.strip()
     if labels is not None and (is_digits(s) or Path(os.path.expanduser(s)).is_file()):
         raise ParameterError(f"--labels {labels}: labels go with a flat image folder (--data DIR); '{spec}' is not a folder")
@@ -158,6 +156,17 @@ def is_digits(spec: str) -> bool:
     return spec.strip() == "digits" or spec.strip().startswith("digits:")
 
 
+def check_sizes(n: int | None, canvas: int | None, chunk: tuple[int, int] | None) -> None:
+    """``n``, ``canvas`` and ``chunk`` within their one range (:mod:`satkit.limits`), or a one-line ParameterError."""
+    N.check_optional(n)
+    CANVAS.check_optional(canvas)
+    if chunk is not None:
+        if not (isinstance(chunk, (tuple, list)) and len(chunk) == 2):
+            raise ParameterError(f"chunk must be (index, size), got {chunk!r}")
+        CHUNK_INDEX.check(chunk[0])
+        CHUNK.check(chunk[1])
+
+
 def default_eps(spec: str) -> float:
     """The L-infinity budget satkit uses on data source ``spec`` unless told otherwise."""
     return DIGITS_EPS if is_digits(spec) else IMAGENET_EPS
@@ -173,6 +182,9 @@ class DataRequest:
     canvas: int | None = None
     labels: str | None = None  # labels file of a flat image folder
     chunk: tuple[int, int] | None = None  # (k, m): the k-th m images of the nested stratified order (adaptive studies)
+
+    def __post_init__(self) -> None:
+        check_sizes(self.n, self.canvas, self.chunk)  # before any work: CLI, library and study.json alike
 
     def load(self) -> CleanSet:
         return load_data(self.source, canvas=self.canvas, n=self.n, seed=self.seed, labels=self.labels, chunk=self.chunk)

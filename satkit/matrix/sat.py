@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from satkit.errors import InputFileError, MismatchError, ParameterError
+from satkit.limits import N_BOOT
 
 DEFAULT_EPS_S = 1.0
 REQUIRED = ["source", "target", "n_both", "n_fooled"]
@@ -421,6 +422,7 @@ def _check_boot(level: float, n_boot: int, seed: int) -> None:
             f"--n-boot must be a whole number >= {need} for a {level:g} interval (each tail needs a resample), "
             f"got {n_boot}; the default is 1000"
         )
+    N_BOOT.check(n_boot)  # and at most the one upper bound
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ParameterError(f"the bootstrap seed must be a whole number >= 0, got {seed!r}")
 

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from satkit.errors import ParameterError
+from satkit.limits import BATCH_SIZE
 
 CUDA_MEMORY_FRACTION = 0.85
 CPU_SPEED_TOLERANCE = 0.10
@@ -53,9 +54,7 @@ def parse_batch_size(value: str | int) -> int | str:
             v = int(str(value).strip())
         except ValueError:
             raise ParameterError(f"--batch-size must be a positive integer or 'auto', got '{value}'") from None
-    if isinstance(v, int) and v <= 0:
-        raise ParameterError(f"--batch-size must be positive, got {v}")
-    return v
+    return BATCH_SIZE.check(v)
 
 
 def powers_of_two(lo: int, hi: int) -> list[int]:

@@ -40,6 +40,7 @@ import torch.nn as nn
 from satkit.errors import ModelError
 from satkit.io.cells import check_model_name
 from satkit.io.tensorfile import file_sha256
+from satkit.models.hub import create_timm_model
 from satkit.models.untrusted import check_pt2_archive, no_code_from_files
 from satkit.models.wrapper import ClassifierWrapper, DataConfig, LoadedModel
 
@@ -243,9 +244,10 @@ def _load_timm(name: str, opts: ModelOptions) -> LoadedModel:
         kwargs["num_classes"] = opts.num_classes
     kwargs.update(opts.model_kwargs)
     try:
-        # a hub name needs the hub (or its cache) even for random init: its config.json names the architecture
-        with _quiet(), _offline_if_unreachable(opts.pretrained or hub):
-            model = timm.create_model(name, pretrained=opts.pretrained, **kwargs)
+        # every download (bounded) or the one-line answer happens in satkit.models.hub; a hub name
+        # needs the hub (or its cache) even for random init: its config.json names the architecture
+        with _quiet():
+            model = create_timm_model(name, opts.pretrained, **kwargs)
     except TypeError as e:  # an argument the architecture does not take
         raise ModelError(f"cannot build timm model '{name}' with --model-kwargs {_kwargs_text(opts.model_kwargs)} ({_short(e)})") from None
     except RuntimeError as e:
@@ -253,14 +255,9 @@ def _load_timm(name: str, opts: ModelOptions) -> LoadedModel:
         if "pretrained" in msg.lower() and "tag" in msg.lower():
             raise ModelError(f"'{name}': unknown weights tag ({_short(e)}); see timm.list_pretrained('{name.split('.')[0]}*')") from None
         raise ModelError(f"cannot build timm model '{name}' ({_short(e)})") from None
-    except Exception as e:  # network errors come in many types (OSError, HF hub errors, ...)
-        if hub:
-            raise ModelError(_hub_unreachable(name)) from None
-        if opts.pretrained:
-            raise ModelError(
-                f"pretrained weights for '{name}' cannot be downloaded (offline?): download them where there is "
-                f"network and pass the file: `satkit ... WEIGHTS.safetensors --arch {name.split('.')[0]}`"
-            ) from None
+    except ModelError:  # weights neither cached nor downloadable: the hub module's one line
+        raise
+    except Exception as e:
         raise ModelError(f"cannot build timm model '{name}' ({_short(e)})") from None
     cfg = _timm_data_config(model, opts)
     tag = getattr(model, "pretrained_cfg", {}).get("tag") if opts.pretrained else None
@@ -275,61 +272,8 @@ def _load_timm(name: str, opts: ModelOptions) -> LoadedModel:
                        kind="timm", extra=extra)
 
 
-def _hub_unreachable(name: str) -> str:
-    """The one-line answer to a hub model that is neither in the local cache nor downloadable."""
-    repo = name.removeprefix(HF_HUB_PREFIX).split("@", 1)[0]
-    try:
-        import huggingface_hub.constants as hc
-
-        cache = Path(hc.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
-    except ImportError:
-        cache = Path("~/.cache/huggingface/hub") / ("models--" + repo.replace("/", "--"))
-    org, _, rest = repo.partition("/")
-    timm_repo = org == "timm"  # timm's own repos are named <architecture>.<weights tag>
-    arch = rest.split(".", 1)[0] if timm_repo else "ARCH"
-    return (
-        f"'{name}' is not in the local Hugging Face cache and the hub cannot be reached (offline?): fetch its "
-        f"config.json and model.safetensors into {cache} (where there is network: `hf download {repo} config.json "
-        f"model.safetensors`, then copy that folder here), or download https://huggingface.co/{repo}/resolve/main/model.safetensors "
-        f"and pass the file: `satkit ... model.safetensors --arch {arch}`"
-        + ("" if timm_repo else ", ARCH being the 'architecture' named in its config.json")
-    )
-
-
 def _kwargs_text(kwargs: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in kwargs.items())
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect to the model hub; avoids a minute of download retries offline."""
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _offline_if_unreachable(pretrained: bool):
-    """Offline, let huggingface_hub use its local cache only (weights already downloaded still load)."""
-    if not pretrained or os.environ.get("HF_HUB_OFFLINE") or _hub_reachable():
-        yield
-        return
-    try:
-        import huggingface_hub.constants as hc
-    except ImportError:
-        yield
-        return
-    old = hc.HF_HUB_OFFLINE
-    hc.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hc.HF_HUB_OFFLINE = old
 
 
 @contextlib.contextmanager

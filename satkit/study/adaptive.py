@@ -31,6 +31,7 @@ import polars as pl
 from satkit.errors import ParameterError, SatkitError
 from satkit.io.atomic import atomic_output
 from satkit.io.tables import read_table, write_table
+from satkit.limits import CHUNK
 from satkit.matrix.sat import SatMatrix, bootstrap_ci, build_matrix
 from satkit.study.config import StudyConfig
 from satkit.study.run import StudyEvent, StudyResult, check_study_outputs, run_study
@@ -88,8 +89,7 @@ def run_adaptive(cfg: StudyConfig, precision: float, *, chunk: int = DEFAULT_CHU
     """Run chunk studies of ``chunk`` images until the widest off-diagonal SAT interval is <= ``precision``."""
     if not (isinstance(precision, (int, float)) and math.isfinite(precision) and precision > 0):
         raise ParameterError(f"--precision must be a positive number of log units (e.g. 0.2), got {precision}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 10:
-        raise ParameterError(f"--chunk must be a whole number of images >= 10, got {chunk}")
+    CHUNK.check(chunk)
     if len(cfg.models) < 2:
         raise ParameterError("--precision needs at least two models (it bounds the off-diagonal cells)")
     check_study_outputs(cfg)  # each chunk study checks its own directory again

@@ -11,6 +11,7 @@ from satkit.attacks import AttackParams
 from satkit.data import DataRequest, default_eps
 from satkit.errors import ParameterError
 from satkit.jobs import DEFAULT_BATCH_SIZE, AttackJob
+from satkit.limits import BATCH_SIZE, K
 from satkit.matrix.sat import DEFAULT_EPS_S
 from satkit.models import ModelOptions, model_display_name
 from satkit.study.layout import StudyDir, slug
@@ -82,8 +83,9 @@ class StudyConfig:
 
         if self.cluster_method not in METHODS:
             raise ParameterError(f"unknown clustering method '{self.cluster_method}'; use {' or '.join(METHODS)}")
-        if self.k is not None and self.k < 1:
-            raise ParameterError(f"-k must be at least 1, got {self.k}")
+        K.check_optional(self.k)
+        if self.batch_size is not None and self.batch_size != "auto":  # None: the device's default
+            BATCH_SIZE.check(self.batch_size)
 
     @property
     def dir(self) -> StudyDir:

@@ -202,8 +202,9 @@ def read_settings(study_dir: str | Path) -> StudySettings:
     n = _field(s, "n", int, p, optional=True)
     seed = _field(s, "data_seed", int, p, optional=True) or 0
     canvas = _field(s, "canvas", int, p, optional=True)
-    if (n is not None and n <= 0) or seed < 0 or (canvas is not None and canvas <= 0):
-        raise InputFileError(f"{p}: n, data_seed or canvas out of range; rerun satkit study")
+    if seed < 0:
+        raise InputFileError(f"{p}: data_seed out of range; rerun satkit study")
+    # n, canvas and chunk: their one range (satkit.limits), checked when the DataRequest is built below
     a = _field(s, "attack", dict, p)
     try:
         params = AttackParams.from_dict(a)
@@ -230,6 +231,9 @@ def read_settings(study_dir: str | Path) -> StudySettings:
                 and chunk[0] >= 0 and chunk[1] > 0 and n is None):
             raise InputFileError(f"{p}: 'chunk' must be [index >= 0, size > 0] without 'n'; rerun satkit study")
         chunk = (chunk[0], chunk[1])
-    data = DataRequest(source=_field(s, "data", str, p), n=n, seed=seed, canvas=canvas, labels=labels, chunk=chunk)
+    try:
+        data = DataRequest(source=_field(s, "data", str, p), n=n, seed=seed, canvas=canvas, labels=labels, chunk=chunk)
+    except SatkitError as e:  # a size out of its range: refused before any work, as on the command line
+        raise InputFileError(f"{p}: {e}") from None
     return StudySettings(models=tuple(models), data=data, params=params, amp=amp, eps_s=eps_s, fingerprint=fingerprint,
                          cluster_method=method)
