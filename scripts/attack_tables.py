@@ -77,7 +77,7 @@ def main() -> None:
 
 
 def _n_images(cfg) -> int:
-    from satkit.study.jobs import study_data
+    from satkit.study.tasks import study_data
 
     return len(study_data(cfg))
 

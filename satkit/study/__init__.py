@@ -2,7 +2,7 @@
 
 - :mod:`.layout`: the directory and ``study.json`` (the one owner of both)
 - :mod:`.config`: the picklable settings every job gets
-- :mod:`.jobs`: attack and transfer jobs over :mod:`satkit.jobs`
+- :mod:`.tasks`: the study's attack and transfer tasks (jobs) over :mod:`satkit.jobs`
 - :mod:`.run`, :mod:`.plan`, :mod:`.analyses`: running, costing and analysing a study
 - :mod:`.approx`: placing a new model among a study's models
 - :mod:`.executors`: where jobs run (here, one process per device, Ray)

@@ -9,7 +9,7 @@ from satkit.errors import SatkitError
 from satkit.jobs import attack_is_current
 from satkit.models.registry import expected_weights_id
 from satkit.study.config import StudyConfig
-from satkit.study.jobs import open_study_attacks, study_data, transfer_state
+from satkit.study.tasks import open_study_attacks, study_data, transfer_state
 
 
 def attacks_done(cfg: StudyConfig, fingerprint: str) -> dict[str, dict[str, Any]]:

@@ -1,6 +1,6 @@
 """``satkit study``: (zoo training) -> attack each model -> transfer all -> SAT matrix -> analyses.
 
-A study is two waves of idempotent jobs (:mod:`satkit.study.jobs`): one attack per
+A study is two waves of idempotent jobs (:mod:`satkit.study.tasks`): one attack per
 model, then one transfer job per target; executors decide where they run.
 Work whose output is current is skipped, so a rerun (or a run after a crash or a
 kill) resumes, and adding one model to a finished N-model study costs one attack
@@ -29,7 +29,7 @@ from satkit.io.tables import read_table, write_table
 from satkit.matrix.sat import SatMatrix, bootstrap_ci, build_matrix
 from satkit.study.analyses import StudyAnalysis, run_analyses, write_heatmaps, write_logits, write_model_summary
 from satkit.study.config import StudyConfig
-from satkit.study.jobs import JobReport, attack_job, open_study_attacks, study_data, transfer_job, transfer_state
+from satkit.study.tasks import JobReport, attack_job, open_study_attacks, study_data, transfer_job, transfer_state
 from satkit.study.layout import StudySettings, write_settings
 from satkit.study.plan import attacks_done
 
