@@ -392,7 +392,8 @@ def no_host_sync(monkeypatch):
 
 
 def _passthrough_model():
-    from satkit.models.registry import ModelOptions, _PassThroughWrapper
+    from satkit.models.loaders.plain import PassThroughWrapper as _PassThroughWrapper
+    from satkit.models.registry import ModelOptions
 
     opts = ModelOptions(mean=(0.5,), std=(0.25,))
     module = _PassThroughWrapper(TinyCNN(), DataConfig(input_size=(0, 0, 0), mean=(0.0,), std=(1.0,)), opts)

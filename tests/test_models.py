@@ -126,3 +126,22 @@ def test_pickle_with_opt_in(tmp_path):
     lm = load_model(str(tmp_path / "full.pt"), ModelOptions(allow_code=True))
     assert lm.kind == "pickle"
     assert lm.module(torch.rand(1, 1, 16, 16)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("spec,arch,form", [
+    ("digits/resnet-s1", None, "digits/<name>"),
+    ("digits/mine.pt2", None, "FILE.pt2"),
+    ("w.safetensors", None, "FILE.safetensors"),
+    ("m.pt2", "resnet18", "FILE.pt2"),
+    ("w.pt", "resnet18", "state dict with --arch"),
+    ("w.pth", "digits/resnet", "state dict with --arch"),
+    ("m.pt", None, "TorchScript or pickled"),
+    ("./m.ts", None, "TorchScript or pickled"),
+    ("hf-hub:timm/resnet18.a1_in1k", None, "hf-hub:"),
+    ("resnet50.a1_in1k", None, "timm name"),
+])
+def test_one_table_of_spec_forms_first_match_wins(spec, arch, form):
+    from satkit.models.registry import scheme_of
+
+    assert form in scheme_of(spec, ModelOptions(arch=arch)).form
+
