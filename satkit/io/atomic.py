@@ -6,8 +6,9 @@ the final name, never a partial file. Temporary names start with ``.`` and end
 with ``.partial`` so they are easy to spot and clean up.
 
 Because the rename replaces the directory entry, an output must be a regular
-file path: a device or FIFO would be replaced by a file (and ``/dev/null``
-destroyed), so those are refused. An output that is also one of the command's
+file path: a device or FIFO would be replaced by a file, so those are refused,
+except the null device, the shell's "run it, keep nothing": an output there is
+written to a temporary file that is then removed (:func:`is_null_device`). An output that is also one of the command's
 inputs is refused too (:func:`check_outputs`), so no run ever destroys its input.
 An input may be a directory (an image folder, a study's ``attacks/``): it stands
 for every file under it, so an output inside it is refused.
@@ -45,6 +46,15 @@ _WRITE_ERRORS = {
 _UMASK_LOCK = threading.Lock()
 
 
+def is_null_device(path: PathArg) -> bool:
+    """``path`` is the null device (``/dev/null`` or a link to it): an output there is discarded."""
+    try:
+        st, null = os.stat(path), os.stat(os.devnull)
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev
+
+
 def check_output_path(path: PathArg) -> Path:
     """Fail early (before any expensive work) when ``path`` cannot be written.
 
@@ -58,9 +68,11 @@ def check_output_path(path: PathArg) -> Path:
     except OSError as e:
         raise OutputError(f"output path {p}: cannot check it ({e.strerror}); choose another output path") from None
     if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        if is_null_device(p):
+            return p
         raise OutputError(
             f"{p} is a device/FIFO, not a file; satkit replaces outputs atomically, "
-            "so give a regular file path (or - for stdout)"
+            f"so give a regular file path (or - for stdout, or {os.devnull} to keep nothing)"
         )
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.exists():
@@ -108,7 +120,7 @@ def check_outputs(
     :func:`check_output_path`. Inputs that do not exist are ignored here; the
     code reading them reports that.
     """
-    named = [(opt, p) for opt, p in outputs.items() if p is not None and str(p) != "-"]
+    named = [(opt, p) for opt, p in outputs.items() if p is not None and str(p) != "-" and not is_null_device(p)]
     ids = [_identity(p) for _, p in named]
     for j in range(len(named)):
         for i in range(j):
@@ -278,6 +290,9 @@ def atomic_output(path: PathArg) -> Iterator[Path]:
     :class:`OutputError`.
     """
     final = check_output_path(path)
+    if is_null_device(final):
+        yield from _discarded(final)
+        return
     suffix = partials.partial_suffix()
     # the temporary's name stays within the usual 255-byte limit however long the final name is
     stem = final.name[: max(1, 255 - len(suffix) - 10)]
@@ -312,3 +327,16 @@ def atomic_output(path: PathArg) -> Iterator[Path]:
         raise
     finally:
         os.close(fd)
+
+
+def _discarded(final: Path) -> Iterator[Path]:
+    """The null device as an output: the writer writes a private temporary file, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="satkit-null-") as d:
+        tmp = Path(d) / final.name
+        try:
+            yield tmp
+        except Exception as e:
+            err = _write_error(e, final, tmp)
+            if err is not None:
+                raise err from None
+            raise

@@ -71,4 +71,9 @@ def read_table(path: str | os.PathLike, what: str = "table") -> pl.DataFrame:
     except InputFileError:
         raise
     except Exception as e:
+        from satkit.io.sniff import describe
+
+        known = describe(path) if str(path) != "-" else None
+        if known:
+            raise InputFileError(f"{path}: expected a {what} (CSV); {known}") from None
         raise InputFileError(f"{path}: cannot read {what} ({' '.join(str(e).split())[:160]})") from None

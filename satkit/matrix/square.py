@@ -55,7 +55,10 @@ def _read_text(path: str | os.PathLike) -> tuple[str, str]:
     try:
         text = data.decode("utf-8-sig")  # tolerate the BOM spreadsheets add
     except UnicodeDecodeError:
-        raise InputFileError(f"{where}: not UTF-8 text, expected a similarity-matrix CSV") from None
+        from satkit.io.sniff import describe
+
+        known = describe(path) if str(path) != "-" else None
+        raise InputFileError(f"{where}: not UTF-8 text, expected a similarity-matrix CSV" + (f"; {known}" if known else "")) from None
     if not text.strip():
         raise InputFileError(f"{where}: empty input, expected a similarity-matrix CSV")
     return text, where

@@ -6,6 +6,7 @@ data config is timm's own (``resolve_model_data_config``), overridden by the opt
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -59,8 +60,12 @@ def check_timm_name(name: str) -> None:
         return
     arch = name.split(".", 1)[0]
     if not timm.is_model(arch):
-        close = timm.list_models(f"*{arch[:6]}*")[:5] if len(arch) >= 3 else []
-        hint = f"; similar: {', '.join(close)}" if close else ""
+        # closest names first (a typo like resnet5o must suggest resnet50), zoo models among them
+        from satkit.models import zoo
+
+        known = list(timm.list_models()) + [f"digits/{n}" for n in zoo.ZOO_MODELS]
+        close = difflib.get_close_matches(arch, known, n=5, cutoff=0.6)
+        hint = f"; closest: {', '.join(close)}" if close else ""
         raise ModelError(f"unknown model '{name}': not a timm architecture, zoo model (digits/...) or model file{hint}")
 
 
