@@ -263,3 +263,23 @@ def test_logits_without_images(tmp_path, tiny):
     save_logits(res, tmp_path / "l.safetensors")
     lg = read_logits(tmp_path / "l.safetensors")
     assert lg.logits.shape == (20, 10) and "clean" not in res.tensors
+
+
+def test_in_place_average_is_bit_identical_to_the_stacked_sum():
+    """The buffers reused across subsets give exactly np.sum(stack / |S|, axis=0), subset after subset."""
+    import itertools
+
+    from satkit.analysis.ensemble import EnsembleData, _average_into
+    from satkit.logits import top1_error
+
+    rng = np.random.default_rng(3)
+    logits = [(rng.standard_normal((300, 20)) * 4).astype(np.float32) for _ in range(5)]
+    labels = rng.integers(0, 20, 300)
+    data = EnsembleData.from_arrays([f"m{i}" for i in range(5)], logits, labels)
+    buffers = [np.empty((300, 20)), np.empty((300, 20))]
+    for size in (1, 2, 3, 5):
+        for key in itertools.combinations(range(5), size):
+            stack = np.stack([np.asarray(data.logits[i], dtype=np.float64) for i in key])
+            expect = np.sum(stack / len(stack), axis=0)
+            assert np.array_equal(_average_into([data.logits[i] for i in key], buffers), expect)
+            assert data.ensemble_error(key) == top1_error(expect, labels)
