@@ -68,6 +68,16 @@ def ws(tmp_path_factory):
     ro = d / "readonly"
     ro.mkdir()
     os.chmod(ro, stat.S_IRUSR | stat.S_IXUSR)
+    # a .pt2 whose weights config deflates from ~64 KiB to 64 MiB: refused before anything is inflated
+    import zipfile
+
+    with zipfile.ZipFile(d / "good.pt2") as zin, zipfile.ZipFile(d / "bomb.pt2", "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("model_weights_config.json"):
+                zout.writestr(info.filename, data + b" " * (64 << 20), compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                zout.writestr(info.filename, data)
     (d / "nonsquare.csv").write_text("model,a,b\na,1,2\n")
     (d / "transfer_nocols.csv").write_text("x,y\n1,2\n")
     return d
@@ -108,6 +118,7 @@ CASES = [
     ("weights-without-arch", ["attack", "{d}/weights_misfit.safetensors", "-o", "{out}.safetensors"], ["--arch"]),
     ("nan-logits", ["attack", "{d}/nan.pt2", "--n", "10", "--steps", "1", "-o", "{out}.safetensors"], ["NaN"]),
     ("pickle-without-opt-in", ["attack", "{d}/pickled.pt", "-o", "{out}.safetensors"], ["--allow-code-execution"]),
+    ("pt2-zip-bomb", ["attack", "{d}/bomb.pt2", "-o", "{out}.safetensors"], ["bomb.pt2", "compressed or larger than the file"]),
     ("eps-negative", ["attack", "{d}/good.pt2", "--eps", "-0.1", "-o", "{out}.safetensors"], ["--eps"]),
     ("eps-above-one", ["attack", "{d}/good.pt2", "--eps", "1.5", "-o", "{out}.safetensors"], ["--eps"]),
     ("eps-not-a-number", ["attack", "{d}/good.pt2", "--eps", "8/0", "-o", "{out}.safetensors"], ["--eps"]),
