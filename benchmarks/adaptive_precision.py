@@ -22,7 +22,6 @@ from satkit.analysis.cluster import spectral_cluster
 from satkit.analysis.compare import compare_matrices
 from satkit.matrix.square import read_similarity_matrix
 from satkit.study import StudyConfig, run_study
-from satkit.study.adaptive import run_adaptive
 
 
 def main() -> None:
@@ -43,12 +42,13 @@ def main() -> None:
     rows, total = [], 0.0
     for w in sorted(a.widths, reverse=True):
         t0 = time.perf_counter()
-        res = run_adaptive(StudyConfig.create(None, a.root / "adaptive", data=a.data, analyses=False), w, chunk=a.chunk)
+        res = run_study(StudyConfig.create(None, a.root / "adaptive", data=a.data, analyses=False, precision=w,
+                                           chunk=a.chunk)).adaptive
         total += time.perf_counter() - t0
         names_a, A = read_similarity_matrix(a.root / "adaptive" / "sat.csv")
         c = compare_matrices(names_f, F, names_a, A, k=k)
-        rows.append({"W": w, "images": res.images, "available": res.available, "seconds": round(total, 1),
-                     "max_half_width": res.half_width, "stopped": res.stopped, "pearson": c.pearson, "ari": c.ari, "k": k})
+        rows.append({"W": w, "images": res["images_used"], "available": res["images_available"], "seconds": round(total, 1),
+                     "max_half_width": res["max_half_width"] if res["max_half_width"] is not None else float("inf"), "stopped": res["stopped"], "pearson": c.pearson, "ari": c.ari, "k": k})
     print(f"| W | images used (of {rows[0]['available']}) | wall time | widest half-width | Pearson r vs full | ARI vs full (k={k}) |")
     print("|---|---|---|---|---|---|")
     for r in rows:

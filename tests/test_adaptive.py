@@ -9,8 +9,7 @@ from safetensors.torch import save_file
 from satkit.attacks import AttackParams
 from satkit.data import load_data
 from satkit.data.base import stratified_order
-from satkit.study import StudyConfig, run_study
-from satkit.study.adaptive import run_adaptive
+from satkit.study import StudyConfig, read_settings, run_study
 from tests.cli_helpers import assert_clean_error, run
 
 MODELS = ["digits/resnet-s1", "digits/vit-s1"]
@@ -43,27 +42,29 @@ def small_data(tmp_path_factory):
     return p
 
 
-def _cfg(out, data):
-    return StudyConfig.create(MODELS, out, data=str(data), params=AttackParams(eps=0.1, steps=2), analyses=False)
+def _cfg(out, data, **kw):
+    return StudyConfig.create(MODELS, out, data=str(data), params=AttackParams(eps=0.1, steps=2), analyses=False, **kw)
 
 
 @pytest.mark.slow
 def test_union_of_all_chunks_is_the_fixed_study_and_reruns_reuse(tmp_path, small_data):
     fixed = run_study(_cfg(tmp_path / "fixed", small_data))
     assert fixed.matrix is not None
-    res = run_adaptive(_cfg(tmp_path / "ad", small_data), 1e-9, chunk=20)  # unreachable: every chunk is used
-    assert (res.chunks, res.images, res.stopped) == (3, 60, "n")
+    res = run_study(_cfg(tmp_path / "ad", small_data, precision=1e-9, chunk=20))  # unreachable: every chunk is used
+    a = res.adaptive
+    assert (a["chunks_used"], a["images_used"], a["stopped"]) == (3, 60, "n")
     # disjoint chunks: summed counts are the whole set's, so the matrix is the fixed study's, byte for byte
     assert (tmp_path / "ad" / "sat.csv").read_bytes() == (tmp_path / "fixed" / "sat.csv").read_bytes()
-    summary = json.loads((tmp_path / "ad" / "adaptive.json").read_text())
-    assert summary["images_used"] == 60 and len(summary["history"]) == 3
+    summary = json.loads((tmp_path / "ad" / "study.json").read_text())["adaptive"]
+    assert summary == json.loads(json.dumps(a)) and len(summary["history"]) == 3
     widths = [h["max_half_width"] for h in summary["history"]]
     assert widths[-1] < widths[0]  # more images, narrower intervals
     # a looser target stops at the first chunk that meets it, reusing the chunks done
-    loose = run_adaptive(_cfg(tmp_path / "ad", small_data), widths[1] + 1e-9, chunk=20)
-    assert (loose.chunks, loose.images, loose.stopped) == (2, 40, "precision")
+    loose = run_study(_cfg(tmp_path / "ad", small_data, precision=widths[1] + 1e-9, chunk=20))
+    assert (loose.adaptive["chunks_used"], loose.adaptive["images_used"], loose.adaptive["stopped"]) == (2, 40, "precision")
     assert all(r.attacks_run == 0 and r.transfer_evaluations == 0 for r in loose.chunk_results)
-    assert json.loads((tmp_path / "ad" / "adaptive.json").read_text())["images_used"] == 40
+    st = read_settings(tmp_path / "ad")
+    assert st.adaptive["images_used"] == 40 and st.precision == widths[1] + 1e-9 and st.chunk == 20
 
 
 @pytest.mark.slow
@@ -71,6 +72,7 @@ def test_cli_precision(tmp_path, small_data):
     out = tmp_path / "s"
     r = run("study", *MODELS, "--data", small_data, "--steps", "2", "--precision", "5", "--chunk", "20", "-o", out)
     assert "adaptive study: 20 images in 1 chunk(s)" in r.stderr  # every interval is narrower than 5 log units
+    assert (out / "study.json").is_file() and (out / "report.html").is_file()  # the root is a study
     assert (out / "chunks" / "0000" / "study.json").is_file()
     assert json.loads((out / "chunks" / "0000" / "study.json").read_text())["chunk"] == [0, 20]
     # a chunk study is a study: its settings rebuild the chunk's clean set
@@ -82,9 +84,9 @@ def test_cli_precision(tmp_path, small_data):
 
 @pytest.mark.parametrize("argv, words", [
     (["--precision", "0"], ["--precision", "positive"]),
-    (["--precision", "0.2", "--plan"], ["--precision", "--plan"]),
+    (["--precision", "0.2", "--n-boot", "10"], ["--n-boot", "40"]),
     (["--precision", "0.2", "--chunk", "3"], ["--chunk", "from 10 to 100000"]),
 ])
 def test_bad_precision_options(tmp_path, argv, words):
     assert_clean_error(run("study", *MODELS, *argv, "-o", tmp_path / "s", ok=False), *words)
-    assert not (tmp_path / "s" / "adaptive.json").exists()
+    assert not (tmp_path / "s" / "study.json").exists()

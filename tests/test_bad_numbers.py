@@ -267,13 +267,13 @@ def test_bootstrap_good_and_consistent_with_matrix():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"n_boot": 0}, "--n-boot"),
-    ({"n_boot": -5}, "--n-boot"),
-    ({"n_boot": 10, "level": 0.95}, "--n-boot must be a whole number >= 40"),
-    ({"level": 0.0}, "--ci"),
-    ({"level": 1.0}, "--ci"),
-    ({"level": math.nan}, "--ci"),
-    ({"level": 95}, "--ci"),
+    ({"n_boot": 0}, "n_boot must"),  # library errors name the field; the CLI shows the flag (satkit.settings.FLAGS)
+    ({"n_boot": -5}, "n_boot must"),
+    ({"n_boot": 10, "level": 0.95}, "n_boot must be a whole number >= 40"),
+    ({"level": 0.0}, "ci must"),
+    ({"level": 1.0}, "ci must"),
+    ({"level": math.nan}, "ci must"),
+    ({"level": 95}, "ci must"),
     ({"seed": -1}, "seed"),
     ({"eps_s": 0}, "--eps-s"),
 ])

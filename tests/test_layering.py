@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent / "satkit"
 
 # bottom to top; a module may import its own layer and the layers below it
 LAYERS = [
-    {"satkit", "satkit.errors", "satkit.limits", "satkit.provenance", "satkit.devices", "satkit.__main__"},
+    {"satkit", "satkit.errors", "satkit.limits", "satkit.settings", "satkit.provenance", "satkit.devices",
+     "satkit.__main__"},
     {"satkit.io"},
     {"satkit.data"},
     {"satkit.cards"},

@@ -43,6 +43,7 @@ from satkit.errors import ParameterError
 from satkit.jobs import DEFAULT_BATCH_SIZE, AttackJob, attack_into_file, evaluate_target
 from satkit.matrix.sat import DEFAULT_EPS_S, check_eps_s, sat_value
 from satkit.models.registry import ModelOptions, model_display_name
+from satkit.settings import CLUSTER_METHOD
 from satkit.transfer import open_attack_files
 
 EventFn = Callable[[str, str, int, int], None]
@@ -129,7 +130,7 @@ def approx_rows(
 
 
 def assign_cluster(result: ApproxResult, names: list[str], S: np.ndarray, k: int | None, seed: int = 0,
-                   method: str = "paper") -> None:
+                   method: str = CLUSTER_METHOD) -> None:
     """Cluster (names, S) and put N into the cluster with the highest mean SAT_approx (fills ``result``)."""
     cl = spectral_cluster(names, S, k, seed=seed, method=method)
     result.cluster_method = method

@@ -57,8 +57,9 @@ import polars as pl
 from satkit.analysis.plots import SUFFIX_FORMATS, new_figure, save_figure  # noqa: F401
 from satkit.errors import ParameterError
 from satkit.matrix.sat import check_sat_matrix
+from satkit.settings import CLUSTER_METHOD
 
-METHODS = ("paper", "njw")
+METHODS = ("paper", "njw")  # the default: satkit.settings.CLUSTER_METHOD
 
 
 
@@ -76,7 +77,7 @@ class ClusterResult:
     inertia: float  # k-means objective of the kept run
     n_negative_clipped: int  # off-diagonal affinity entries (after symmetrizing) clipped to 0
     symmetrized: bool  # input differed from its transpose by more than 1e-6
-    method: str = "paper"  # paper | njw (see the module docstring)
+    method: str = CLUSTER_METHOD  # paper | njw (see the module docstring)
 
     def to_frame(self, coordinates: bool = True) -> pl.DataFrame:
         """One row per model: ``model``, ``cluster``, ``method`` and the spectral coordinates ``spec_1..spec_k``."""
@@ -230,7 +231,7 @@ def spectral_cluster(
     seed: int = 0,
     n_init: int = 100,
     max_k: int | None = None,
-    method: str = "paper",
+    method: str = CLUSTER_METHOD,
 ) -> ClusterResult:
     """Spectral clustering of a SAT matrix (paper appendix D.3; details in the module docstring).
 

@@ -27,6 +27,7 @@ import numpy as np
 from satkit.analysis.cluster import spectral_cluster
 from satkit.errors import MismatchError, ParameterError, SatkitError
 from satkit.limits import PERMUTATIONS
+from satkit.settings import CLUSTER_METHOD
 
 MIN_MODELS = 3  # fewer models give fewer than 3 pairs: no correlation to speak of
 
@@ -44,7 +45,7 @@ class CompareResult:
     permutations: int
     k: int | None = None
     ari: float | None = None
-    method: str = "paper"
+    method: str = CLUSTER_METHOD
     only_in_a: list[str] = field(default_factory=list)
     only_in_b: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -108,7 +109,7 @@ def mantel_p(A: np.ndarray, B: np.ndarray, permutations: int, seed: int) -> tupl
 
 def compare_matrices(
     names_a: list[str], A: np.ndarray, names_b: list[str], B: np.ndarray, *,
-    k: int | None = None, permutations: int = 9999, seed: int = 0, method: str = "paper",
+    k: int | None = None, permutations: int = 9999, seed: int = 0, method: str = CLUSTER_METHOD,
 ) -> CompareResult:
     """Agreement of two SAT matrices (see the module docstring); one-line errors for unusable input."""
     from scipy import stats

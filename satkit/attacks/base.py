@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from satkit.errors import ParameterError
 from satkit.limits import STEPS
+from satkit.settings import ATTACK, NATURAL_EPS, SEED, STEPS as DEFAULT_STEPS, STORAGE
 
 
 @dataclass(frozen=True)
@@ -102,23 +103,23 @@ class AttackParams:
     defaults, so two params that mean the same attack compare equal.
     """
 
-    eps: float = 8 / 255
-    steps: int = 50
+    eps: float = NATURAL_EPS  # defaults: satkit.settings (the CLI and the study take eps from the data source)
+    steps: int = DEFAULT_STEPS
     step_size: float | None = None
     random_start: bool | None = None
-    seed: int = 0
-    attack: str = "pgd"
-    storage: str = "uint8"
+    seed: int = SEED
+    attack: str = ATTACK
+    storage: str = STORAGE
     options: Any = field(default=())  # a mapping or (name, value) pairs; stored as sorted pairs
     # False: only the samples the source classifies correctly are attacked (the only ones SAT reads)
     attack_all: bool = False
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.eps <= 1.0) or self.eps != self.eps:
-            raise ParameterError(f"--eps must be in [0, 1] (pixel scale; 8/255 = 0.0314), got {self.eps}")
+            raise ParameterError(f"eps must be in [0, 1] (pixel scale; 8/255 = 0.0314), got {self.eps}")
         STEPS.check(self.steps)
         if self.step_size is not None and not (0.0 < self.step_size <= 1.0):
-            raise ParameterError(f"--step-size must be in (0, 1], got {self.step_size}")
+            raise ParameterError(f"step_size must be in (0, 1], got {self.step_size}")
         spec = attack_spec(self.attack)
         from satkit.io.pixels import STORAGE_DTYPES
 
@@ -178,5 +179,5 @@ class AttackParams:
         if not isinstance(a["random_start"], bool) or not isinstance(a.get("attack_all", False), bool):
             raise TypeError("random_start and attack_all must be booleans")
         return cls(eps=float(a["eps"]), steps=int(a["steps"]), step_size=float(a["step_size"]),
-                   random_start=a["random_start"], seed=int(a["seed"]), attack=str(a.get("attack", "pgd")),
+                   random_start=a["random_start"], seed=int(a["seed"]), attack=str(a.get("attack", ATTACK)),
                    storage=str(a["storage"]), options=dict(opts), attack_all=a.get("attack_all", False))

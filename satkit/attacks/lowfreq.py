@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from satkit.attacks.base import AttackOption, register_attack
 from satkit.attacks.pgd import ce_input_grad, signed
+from satkit.settings import MADRY_STEP_RULE, madry_step
 
 
 def dct_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -46,7 +47,7 @@ def lowpass_projection(n: int, band: float, device: torch.device | str | None = 
 
 @register_attack(
     "lf-pgd", summary="PGD restricted to a low-frequency DCT band", reference="Sharma, Ding & Brubaker 2019",
-    step_rule="2.5*eps/steps", default_step=lambda eps, steps: 2.5 * eps / steps, random_start=True,
+    step_rule=MADRY_STEP_RULE, default_step=madry_step, random_start=True,
     options=(AttackOption("band", "--band", 0.25, "lf-pgd: fraction of DCT frequencies kept along each image axis", 0.01, 1.0),),
 )
 def lf_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, alpha: float,

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from satkit.attacks.base import register_attack
+from satkit.settings import MADRY_STEP_RULE, madry_step
 
 
 def ce_logit_direction(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -42,7 +43,7 @@ def summed_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @register_attack(
     "pgd", summary="projected gradient descent with sign steps (the paper's attack)", reference="Madry et al. 2018",
-    step_rule="2.5*eps/steps", default_step=lambda eps, steps: 2.5 * eps / steps, random_start=True,
+    step_rule=MADRY_STEP_RULE, default_step=madry_step, random_start=True,
 )
 def pgd_linf(
     model: nn.Module,

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from satkit import settings as S
 from satkit.cli import common as c
 
 N_EIGEN_SHOWN = 10  # eigenvalues / gaps listed in the eigengap table
@@ -89,7 +90,7 @@ def cluster(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap of spectral-feature distances sorted by cluster (paper Fig. 4); .png, .svg or .pdf."),
     tsne: Optional[Path] = typer.Option(None, "--tsne", help="t-SNE map of the models coloured by cluster (paper Fig. 1); .png, .svg or .pdf."),
     seed: int = typer.Option(0, "--seed", help="Seed of k-means (100 restarts) and t-SNE."),
-    method: str = typer.Option("paper", "--method", help="paper: k-means on the top-k eigenvectors as the paper describes them; njw: rows normalized to unit length first (Ng-Jordan-Weiss). Recorded in the output's method column."),
+    method: str = typer.Option(S.CLUSTER_METHOD, "--method", help="paper: k-means on the top-k eigenvectors as the paper describes them; njw: rows normalized to unit length first (Ng-Jordan-Weiss). Recorded in the output's method column."),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Group models by SAT with spectral clustering (paper 4.1, appendix D.3).

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from satkit import settings as S
 from satkit.cli import common as c
 
 
@@ -15,7 +16,7 @@ def compare(
     first: str = typer.Argument(..., metavar="A_CSV", help="A square SAT matrix CSV (satkit matrix, a study's sat.csv)."),
     second: str = typer.Argument(..., metavar="B_CSV", help="Another one over the same models (any order)."),
     k: Optional[int] = typer.Option(None, "--k", "-k", help="Clusters for the ARI. Default: the first matrix's eigengap choice, used for both."),
-    method: str = typer.Option("paper", "--method", help="Spectral clustering method for the ARI: paper or njw (see satkit cluster)."),
+    method: str = typer.Option(S.CLUSTER_METHOD, "--method", help="Spectral clustering method for the ARI: paper or njw (see satkit cluster)."),
     permutations: int = typer.Option(9999, "--permutations", help=f"Permutations of the Mantel test. Range: {c.L.PERMUTATIONS.text}."),
     seed: int = typer.Option(0, "--seed", help="Seed of the permutations and of k-means."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Scatter plot of the pairs, A against B; .png, .svg or .pdf."),

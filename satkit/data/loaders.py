@@ -28,6 +28,7 @@ from satkit.data.base import CleanSet, stratified_sample
 from satkit.data.stream import FolderImages, open_flat_folder, open_folder
 from satkit.errors import DataError, InputFileError, ParameterError
 from satkit.limits import CANVAS, CHUNK, CHUNK_INDEX, N
+from satkit.settings import DATA, DATA_SEED, DIGITS_EPS, NATURAL_EPS  # noqa: F401  (DIGITS_EPS: re-exported)
 
 DIGITS_CANVAS = 16
 DIGITS_TEST_FRACTION = 0.3
@@ -145,11 +146,8 @@ def load_data(spec: str, canvas: int | None = None, n: int | None = None, seed: 
     return src.load() if isinstance(src, FolderImages) else src
 
 
-# The one default budget per data source, used by every command and the study.
-# Digits: chosen from a measured sweep (docs/study.md): every zoo model's own attack
-# succeeds on >= 90 % of samples and same-architecture pairs score above cross-architecture pairs.
-DIGITS_EPS = 0.1
-IMAGENET_EPS = 8 / 255  # the paper's budget on natural images
+# The one default budget per data source (satkit.settings), used by every command and the study.
+IMAGENET_EPS = NATURAL_EPS
 
 
 def is_digits(spec: str) -> bool:
@@ -176,9 +174,9 @@ def default_eps(spec: str) -> float:
 class DataRequest:
     """A clean set as the user names it (``--data``, ``--n``, ``--data-seed``, ``--canvas``, ``--labels``); picklable."""
 
-    source: str = "digits"
+    source: str = DATA
     n: int | None = None
-    seed: int = 0
+    seed: int = DATA_SEED
     canvas: int | None = None
     labels: str | None = None  # labels file of a flat image folder
     chunk: tuple[int, int] | None = None  # (k, m): the k-th m images of the nested stratified order (adaptive studies)

@@ -20,8 +20,9 @@ import polars as pl
 
 from satkit.errors import InputFileError, MismatchError, ParameterError
 from satkit.limits import N_BOOT
+from satkit.settings import EPS_S, N_BOOT as N_BOOT_DEFAULT
 
-DEFAULT_EPS_S = 1.0
+DEFAULT_EPS_S = EPS_S  # the SAT floor, percent: satkit.settings
 REQUIRED = ["source", "target", "n_both", "n_fooled"]
 
 # eps_s is a percentage floor: below EPS_S_MIN it only adds digits of noise, and
@@ -408,19 +409,19 @@ def check_per_sample_table(df: pl.DataFrame, where: str = "per-sample table") ->
     return out
 
 
-def _check_boot(level: float, n_boot: int, seed: int) -> None:
+def check_bootstrap(level: float, n_boot: int, seed: int) -> None:
     try:
         level = float(level)
     except (TypeError, ValueError):
         raise ParameterError(f"--ci must be a number in (0, 1), e.g. 0.95; got {level!r}") from None
     if not 0 < level < 1:
-        raise ParameterError(f"--ci must be in (0, 1), e.g. 0.95; got {level}")
+        raise ParameterError(f"ci must be in (0, 1), e.g. 0.95; got {level}")
     # each tail of the percentile interval needs at least one resample
     need = math.ceil(2.0 / (1.0 - level) - 1e-9)
     if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < need:
         raise ParameterError(
-            f"--n-boot must be a whole number >= {need} for a {level:g} interval (each tail needs a resample), "
-            f"got {n_boot}; the default is 1000"
+            f"n_boot must be a whole number >= {need} for a {level:g} interval (each tail needs a resample), "
+            f"got {n_boot}; the default is {N_BOOT_DEFAULT}"
         )
     N_BOOT.check(n_boot)  # and at most the one upper bound
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
@@ -433,7 +434,7 @@ def bootstrap_ci(
     *,
     eps_s: float = DEFAULT_EPS_S,
     level: float = 0.95,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT_DEFAULT,
     seed: int = 0,
     where: Sequence[str] | None = None,
     matrix: SatMatrix | None = None,
@@ -451,7 +452,7 @@ def bootstrap_ci(
     X_AB is empty in every resample gets empty bounds.
     """
     eps_s = check_eps_s(eps_s)
-    _check_boot(level, n_boot, seed)
+    check_bootstrap(level, n_boot, seed)
     frames = [per_sample] if isinstance(per_sample, pl.DataFrame) else list(per_sample)
     if not frames:
         raise InputFileError("no per-sample tables given")

@@ -23,6 +23,7 @@ from satkit.io.tensorfile import read_satkit_file
 from satkit.logits import logits_from_attack, open_logits_files, save_logits
 from satkit.matrix.sat import SatMatrix
 from satkit.models import model_display_name
+from satkit.settings import CLUSTER_METHOD
 from satkit.study.layout import StudyDir
 
 # t-SNE places n points in 2-D to keep each one's ~perplexity nearest neighbours close; with a
@@ -56,7 +57,7 @@ def write_logits(study: StudyDir, models: list[str]) -> None:
         save_logits(logits_from_attack(study.attack_path(spec)), path)
 
 
-def run_analyses(mat: SatMatrix, study: StudyDir, *, k: int | None = None, seed: int = 0, method: str = "paper",
+def run_analyses(mat: SatMatrix, study: StudyDir, *, k: int | None = None, seed: int = 0, method: str = CLUSTER_METHOD,
                  emit=None) -> StudyAnalysis:
     """Clusters + TF-IDF keywords + component importance + ensembles of the study's matrix, tables and plots."""
     emit = emit or (lambda stage, done, total: None)
@@ -233,9 +234,11 @@ def parameter_count(m: dict) -> int | None:
         return None
 
 
-def write_model_summary(study: StudyDir, models: Sequence[str], clusters: Any = None) -> pl.DataFrame:
-    """``models.csv``: :func:`model_summary` of the study's models."""
+def write_model_summary(study: StudyDir, models: Sequence[str], clusters: Any = None,
+                        attacks: StudyDir | None = None) -> pl.DataFrame:
+    """``models.csv``: :func:`model_summary` of the study's models, from the attack files in ``attacks``
+    (default: the study's own; an adaptive study's root: its first chunk's)."""
     labels = dict(zip(clusters.names, map(int, clusters.labels))) if clusters is not None else None
-    df = model_summary(study, models, labels)
+    df = model_summary(attacks or study, models, labels)
     write_table(df, study.root / "models.csv")
     return df

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,13 +12,14 @@ from satkit.attacks import AttackParams
 from satkit.data import DataRequest, default_eps
 from satkit.errors import ParameterError
 from satkit.jobs import DEFAULT_BATCH_SIZE, AttackJob
-from satkit.limits import BATCH_SIZE, K
+from satkit.limits import BATCH_SIZE, CHUNK, K, N_BOOT
 from satkit.matrix.sat import DEFAULT_EPS_S
+from satkit import settings as S
 from satkit.models import ModelOptions, model_display_name
 from satkit.study.layout import StudyDir, slug
 
 
-def default_models(zoo_set: str = "default") -> list[str]:
+def default_models(zoo_set: str = S.ZOO_SET) -> list[str]:
     """A named set of the built-in digits zoo (``satkit zoo list --set``); the default study's is "default"."""
     from satkit.models import zoo
 
@@ -26,29 +28,42 @@ def default_models(zoo_set: str = "default") -> list[str]:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Everything a study run and its jobs need; build it with :meth:`create` (defaults filled, inputs checked)."""
+    """Everything a study run and its jobs need; build it with :meth:`create` (defaults filled, inputs checked).
+
+    Every default is :mod:`satkit.settings`'s; every field that changes an output is recorded in
+    ``study.json`` (:class:`satkit.study.layout.StudySettings`), so the report's rerun command reproduces it.
+    The sampling plan is ``precision``: None runs the whole (``--n``) sample at once; a number W adds
+    ``chunk`` images at a time until every off-diagonal interval's half-width is <= W (:mod:`satkit.study.adaptive`).
+    """
 
     out: str
     models: tuple[str, ...]
     data: DataRequest = field(default_factory=DataRequest)
     params: AttackParams = field(default_factory=AttackParams)
-    batch_size: int | str = DEFAULT_BATCH_SIZE  # or "auto"
-    amp: str = "off"
+    batch_size: int | str = DEFAULT_BATCH_SIZE  # or "auto"; None: the device's default
+    amp: str = S.AMP
     model_options: ModelOptions | None = None
-    per_sample: bool = True
+    per_sample: bool = True  # keep per-sample outcomes (needed by ci and by adaptive studies)
     compile: bool = False
-    eps_s: float = DEFAULT_EPS_S
+    eps_s: float = DEFAULT_EPS_S  # SAT floor, percent
     k: int | None = None  # clusters (None: eigengap)
-    ci: float | None = None  # bootstrap interval level in sat_long.csv
+    ci: float | None = None  # bootstrap interval level in sat_long.csv (adaptive: the level bounded, default CI_LEVEL)
+    n_boot: int = S.N_BOOT  # bootstrap resamples of those intervals
     analyses: bool = True
-    cluster_method: str = "paper"  # paper | njw (satkit.analysis.cluster)
+    cluster_method: str = S.CLUSTER_METHOD  # paper | njw (satkit.analysis.cluster)
+    precision: float | None = None  # adaptive sampling: the widest half-width to reach, log units
+    chunk: int = S.CHUNK  # adaptive sampling: images per chunk
 
     @classmethod
-    def create(cls, models: list[str] | tuple[str, ...] | None = None, out: str | Path = "satkit-study", *,
-               data: str = "digits", n: int | None = None, data_seed: int = 0, canvas: int | None = None,
-               labels: str | None = None, params: AttackParams | None = None, **settings: Any) -> "StudyConfig":
-        """Defaults: the digits zoo, the data source's eps (:func:`satkit.data.default_eps`), PGD's settings."""
-        models = tuple(models) if models else tuple(default_models())
+    def create(cls, models: list[str] | tuple[str, ...] | None = None, out: str | Path = S.STUDY_DIR, *,
+               zoo_set: str | None = None, data: str = S.DATA, n: int | None = None, data_seed: int = S.DATA_SEED,
+               canvas: int | None = None, labels: str | None = None, params: AttackParams | None = None,
+               **settings: Any) -> "StudyConfig":
+        """The resolver: a value given here wins; else one that follows from another setting (the models from
+        ``zoo_set``, eps from the data source: :func:`satkit.data.default_eps`); else :mod:`satkit.settings`."""
+        if zoo_set is not None and models:
+            raise ParameterError("zoo_set picks the models: give either a zoo set or model names, not both")
+        models = tuple(models) if models else tuple(default_models(zoo_set or S.ZOO_SET))
         params = params if params is not None else AttackParams(eps=default_eps(data))
         cfg = cls(out=str(Path(out)), models=models, data=DataRequest(data, n, data_seed, canvas, labels), params=params,
                   **settings)
@@ -76,9 +91,21 @@ class StudyConfig:
             raise ParameterError(f"{clash[0]} and {clash[1]} map to the same file name in the study directory; rename one")
         check_eps_s(self.eps_s)
         if self.ci is not None and not 0 < self.ci < 1:
-            raise ParameterError(f"--ci must be in (0, 1), e.g. 0.95; got {self.ci}")
-        if self.ci is not None and not self.per_sample:
-            raise ParameterError("--ci needs per-sample outcomes; drop --no-per-sample")
+            raise ParameterError(f"ci must be in (0, 1), e.g. 0.95; got {self.ci}")
+        if (self.ci is not None or self.precision is not None) and not self.per_sample:
+            raise ParameterError("per_sample must stay on: intervals (ci, precision) are computed from per-sample outcomes")
+        N_BOOT.check(self.n_boot)
+        if self.ci is not None or self.precision is not None:  # enough resamples for the level's tails, before any work
+            from satkit.matrix.sat import check_bootstrap
+
+            check_bootstrap(self.ci if self.ci is not None else S.CI_LEVEL, self.n_boot, self.params.seed)
+        if self.precision is not None:
+            p = self.precision
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+                raise ParameterError(f"precision must be a positive number of log units (e.g. 0.2), got {p}")
+            CHUNK.check(self.chunk)
+            if len(self.models) < 2:
+                raise ParameterError("precision needs at least two models (it bounds the off-diagonal cells)")
         from satkit.analysis.cluster import METHODS
 
         if self.cluster_method not in METHODS:

@@ -328,3 +328,20 @@ class RayExecutor:
                 ray.cancel(r, force=True)
             raise
         return results
+
+
+def choose_executor(devices: str | None = None, ray: str | None = None, device: Any = "cpu") -> tuple[Any, Any, str]:
+    """(executor or None, the device this process uses, where the jobs run in words) for ``devices``
+    (one worker per device) or ``ray`` (a cluster address), or neither (here, on ``device``).
+    Either works with every sampling plan: each chunk of an adaptive study is dispatched like a fixed study.
+    A :class:`RayExecutor` must be entered (``with``) around the run."""
+    from satkit.devices import resolve_device
+
+    if devices is not None and ray is not None:
+        raise ParameterError("devices cannot be combined with ray: give one of the two")
+    if devices is not None:
+        devs = parse_devices(devices)
+        return DeviceExecutor(devs), resolve_device(devs[0]), f"{len(devs)} device workers ({', '.join(devs)})"
+    if ray is not None:
+        return RayExecutor(ray), resolve_device(device), f"Ray ({ray})"
+    return None, resolve_device(device), ""

@@ -2,7 +2,9 @@
 
 Layout::
 
-    study.json              settings (schema below): models, data, attack, eps_s, fingerprint
+    study.json              settings (StudySettings): models, data, attack, eps_s, fingerprint, every option that
+                            changes an output (k, ci, n_boot, cluster method, ...), an adaptive run's chunks
+    chunks/<k>/             an adaptive study's chunks, each a study of its own (``--precision``)
     attacks/<model>.safetensors
     transfer/<model>.csv    one table per TARGET, one row per source
     transfer/<model>.samples.parquet   per-sample outcomes of that target
@@ -38,11 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from satkit import settings as S
 from satkit.attacks import AttackParams
 from satkit.data import DataRequest
 from satkit.errors import InputFileError, OutputError, SatkitError
 from satkit.io.atomic import atomic_output
 from satkit.io.partials import remove_stale_partials
+from satkit.limits import BATCH_SIZE, CHUNK, CHUNK_INDEX, K, N_BOOT
 
 SCHEMA_VERSION = 1
 
@@ -137,15 +141,38 @@ def _refuse_link(p: Path, what: str) -> bool:
 
 @dataclass(frozen=True)
 class StudySettings:
-    """What ``study.json`` records: enough to rebuild the clean set, the attack and the matrix."""
+    """What ``study.json`` records: every setting that changes an output (so the rerun command reproduces
+    the study), and for an adaptive study the chunks it ran and the precision they reached."""
 
     models: tuple[str, ...]
     data: DataRequest
     params: AttackParams
     amp: str
     eps_s: float
-    fingerprint: str
-    cluster_method: str = "paper"
+    fingerprint: str  # of the clean set; an adaptive study's root: of the first chunk (each chunk records its own)
+    cluster_method: str = S.CLUSTER_METHOD
+    k: int | None = None
+    ci: float | None = None
+    n_boot: int = S.N_BOOT
+    batch_size: int | str | None = None  # recorded, though no output depends on it
+    per_sample: bool = True
+    analyses: bool = True
+    precision: float | None = None  # adaptive sampling (satkit.study.adaptive)
+    chunk: int = S.CHUNK
+    adaptive: dict[str, Any] | None = None  # what the adaptive run reached: chunks, images, history of half-widths
+
+    @classmethod
+    def of(cls, cfg: Any, fingerprint: str, adaptive: dict[str, Any] | None = None) -> "StudySettings":
+        """The settings of study config ``cfg`` (a :class:`satkit.study.StudyConfig`)."""
+        return cls(models=cfg.models, data=cfg.data, params=cfg.params, amp=cfg.amp, eps_s=cfg.eps_s,
+                   fingerprint=fingerprint, cluster_method=cfg.cluster_method, k=cfg.k, ci=cfg.ci, n_boot=cfg.n_boot,
+                   batch_size=cfg.batch_size, per_sample=cfg.per_sample, analyses=cfg.analyses,
+                   precision=cfg.precision, chunk=cfg.chunk, adaptive=adaptive)
+
+    @property
+    def chunk_dirs(self) -> int:
+        """How many chunk studies (``chunks/0000`` ...) the study's matrix is the union of (0: not adaptive)."""
+        return int(self.adaptive["chunks_used"]) if self.adaptive else 0
 
     def to_json(self) -> str:
         d = {
@@ -154,11 +181,56 @@ class StudySettings:
             "data": self.data.source, "n": self.data.n, "data_seed": self.data.seed, "canvas": self.data.canvas,
             "labels": self.data.labels,
             "attack": self.params.to_dict(), "amp": self.amp, "eps_s": self.eps_s, "fingerprint": self.fingerprint,
-            "cluster_method": self.cluster_method,
+            "cluster_method": self.cluster_method, "k": self.k, "ci": self.ci, "n_boot": self.n_boot,
+            "batch_size": self.batch_size, "per_sample": self.per_sample, "analyses": self.analyses,
         }
         if self.data.chunk is not None:  # a chunk study of an adaptive run (satkit.study.adaptive)
             d["chunk"] = list(self.data.chunk)
+        if self.precision is not None:
+            d["precision"], d["chunk_size"], d["adaptive"] = self.precision, self.chunk, self.adaptive
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+    def rerun_command(self, root: Path, random_init: bool = False) -> str:
+        """``satkit study ...`` rebuilt from these settings through the CLI's option table
+        (:func:`satkit.settings.study_argv`), shell-quoted; or why it cannot be rebuilt.
+
+        Never copied from a file: each text field is checked (a value with control characters, or
+        a model name starting with ``-``, would change what the shell or satkit reads)."""
+        from satkit.provenance import printable, shell_quote
+
+        def text(v: str, field: str, positional: bool = False) -> str:
+            if not v or printable(v) != v or (positional and v.startswith("-")):
+                raise ValueError(field)
+            return v
+
+        p = self.params
+        try:
+            values: dict[str, Any] = {
+                "data": text(self.data.source, "data"), "n": self.data.n, "data_seed": self.data.seed,
+                "canvas": self.data.canvas, "labels": text(self.data.labels, "labels") if self.data.labels else None,
+                "attack": p.attack, "eps": eps_arg(p.eps), "steps": p.steps,
+                "step_size": None if math.isclose(p.alpha, p.spec.default_step(p.eps, p.steps), rel_tol=1e-12,
+                                                  abs_tol=0.0) else p.alpha,
+                "attack_options": p.options, "attack_all": p.attack_all, "seed": p.seed, "storage": p.storage,
+                "eps_s": self.eps_s, "amp": self.amp, "cluster_method": self.cluster_method, "k": self.k,
+                "ci": self.ci, "n_boot": self.n_boot, "per_sample": self.per_sample, "analyses": self.analyses,
+                "batch_size": self.batch_size, "precision": self.precision, "chunk": self.chunk,
+                "pretrained": not random_init,
+            }
+            argv = ["satkit", "study", *(text(m, "models", positional=True) for m in self.models),
+                    *S.study_argv(values, {o.name: o.flag for o in p.spec.options}), "-o", text(str(root), "directory")]
+        except ValueError as err:
+            return f"(cannot be rebuilt: {err} holds characters a command line cannot carry safely)"
+        line = shell_quote(argv)
+        if p.random_start != p.spec.random_start:
+            line += f"   # recorded with random start {'on' if p.random_start else 'off'}, which satkit study cannot set"
+        return line
+
+
+def eps_arg(eps: float) -> str:
+    """8/255 when eps is a whole number of 8-bit steps (what the user typed, parsed back to the same float)."""
+    k = round(eps * 255)
+    return f"{k}/255" if 0 < k < 255 and k / 255 == eps else repr(float(eps))
 
 
 def write_settings(study: StudyDir, settings: StudySettings) -> None:
@@ -213,7 +285,7 @@ def read_settings(study_dir: str | Path) -> StudySettings:
     except SatkitError as e:
         raise InputFileError(f"{p}: attack settings out of range ({e})") from None
     eps_s = _field(s, "eps_s", (int, float), p, optional=True)
-    eps_s = 1.0 if eps_s is None else float(eps_s)
+    eps_s = S.EPS_S if eps_s is None else float(eps_s)
     if not (math.isfinite(eps_s) and 0 < eps_s < 100):
         raise InputFileError(f"{p}: eps_s must be in (0, 100); rerun satkit study")
     amp = _field(s, "amp", str, p, optional=True) or "off"
@@ -221,8 +293,10 @@ def read_settings(study_dir: str | Path) -> StudySettings:
         raise InputFileError(f"{p}: unknown amp '{amp}'")
     fingerprint = _field(s, "fingerprint", str, p)
     # study.json without a schema version was written when satkit clustered with NJW only
-    method = _field(s, "cluster_method", str, p, optional=True) or ("paper" if version >= 1 else "njw")
-    if method not in ("paper", "njw"):
+    method = _field(s, "cluster_method", str, p, optional=True) or (S.CLUSTER_METHOD if version >= 1 else "njw")
+    from satkit.analysis.cluster import METHODS
+
+    if method not in METHODS:
         raise InputFileError(f"{p}: unknown cluster_method '{method}'")
     labels = _field(s, "labels", str, p, optional=True)
     chunk = _field(s, "chunk", list, p, optional=True)
@@ -236,4 +310,35 @@ def read_settings(study_dir: str | Path) -> StudySettings:
     except SatkitError as e:  # a size out of its range: refused before any work, as on the command line
         raise InputFileError(f"{p}: {e}") from None
     return StudySettings(models=tuple(models), data=data, params=params, amp=amp, eps_s=eps_s, fingerprint=fingerprint,
-                         cluster_method=method)
+                         cluster_method=method, **_recorded(s, p))
+
+
+def _recorded(s: dict, p: Path) -> dict[str, Any]:
+    """The settings study.json records since the rerun command reproduces every output (absent in older files:
+    their defaults), each checked against its one range."""
+    bad = "; rerun satkit study"
+    try:
+        k = K.check_optional(s.get("k"))
+        n_boot = N_BOOT.check(s.get("n_boot", S.N_BOOT))
+        batch = s.get("batch_size")
+        if batch is not None and batch != "auto":
+            BATCH_SIZE.check(batch)
+        chunk = CHUNK.check(s.get("chunk_size", S.CHUNK))
+    except SatkitError as e:
+        raise InputFileError(f"{p}: {e}") from None
+    ci, precision = s.get("ci"), s.get("precision")
+    for name, v in (("ci", ci), ("precision", precision)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0
+                              or (name == "ci" and v >= 1)):
+            raise InputFileError(f"{p}: '{name}' out of range{bad}")
+    flags = {n: s.get(n, True) for n in ("per_sample", "analyses")}
+    if not all(isinstance(v, bool) for v in flags.values()):
+        raise InputFileError(f"{p}: 'per_sample' and 'analyses' must be true or false{bad}")
+    adaptive = s.get("adaptive")
+    if precision is not None and not (isinstance(adaptive, dict) and isinstance(adaptive.get("chunks_used"), int)
+                                      and not isinstance(adaptive.get("chunks_used"), bool)
+                                      and 0 < adaptive["chunks_used"] <= CHUNK_INDEX.high
+                                      and isinstance(adaptive.get("history"), list)):
+        raise InputFileError(f"{p}: 'adaptive' must record the chunks used and their history{bad}")
+    return dict(k=k, ci=ci, n_boot=n_boot, batch_size=batch, chunk=chunk, precision=precision,
+                adaptive=adaptive if precision is not None else None, **flags)
