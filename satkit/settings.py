@@ -61,6 +61,7 @@ FLAGS = {
     "per_sample": "--per-sample", "ci": "--ci", "n_boot": "--n-boot", "analyses": "--analyses", "k": "-k",
     "cluster_method": "--cluster-method", "precision": "--precision", "chunk": "--chunk", "shard": "--shard",
     "devices": "--devices", "ray": "--ray", "plan": "--plan", "pretrained": "--pretrained",
+    "study": "--study", "sat": "--sat", "save_attack": "--save-attack", "save_attack_to": "--save-attack",
     "decay": "--decay", "samples": "--vmi-samples", "beta": "--vmi-beta", "rho": "--rho", "band": "--band",
 }
 

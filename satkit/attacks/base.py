@@ -96,7 +96,7 @@ def option_flags() -> dict[str, list[str]]:
 class AttackParams:
     """Attack settings. ``eps`` and ``step_size`` are in pixel scale ([0, 1]).
 
-    ``step_size=None`` means the attack's default rule (PGD: 2.5 * eps / steps,
+    ``step_size=None`` means the attack's default rule (PGD: satkit.settings.madry_step, 2.5 eps/steps,
     Madry et al.'s choice: enough to cross the eps-ball from any start and then move
     along its surface). ``random_start=None`` means the attack's published default.
     ``options`` holds the attack-specific settings; missing ones take their

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from satkit import settings as S
 from satkit.cli import common as c
 
 
@@ -16,7 +17,7 @@ def approx(
     study: Optional[Path] = typer.Option(None, "--study", help="Study directory (satkit study): known models, clean set, attack settings and sat.csv come from it."),
     models: Optional[List[str]] = typer.Option(None, "--models", help="Without --study: the known models (repeat the option or separate with commas)."),
     output: str = typer.Option("-", "--output", "-o", help="Table: one row per known model (model, cluster, n_both, n_fooled, fool_rate, sat_approx); - for stdout."),
-    k: Optional[int] = typer.Option(None, "--k", "-k", help="Clusters of the study's SAT matrix (default: eigengap, as satkit cluster)."),
+    k: Optional[int] = c.KOpt,
     sat: Optional[str] = typer.Option(None, "--sat", help="Without --study: SAT matrix of the known models, for the cluster assignment."),
     summary: Optional[Path] = typer.Option(None, "--summary", help="Write the rows, the cluster N joins, the runner-up and the margin as JSON."),
     save_attack: Optional[Path] = typer.Option(None, "--save-attack", help="Keep the attack file made on the new model (e.g. to add it to the study later)."),
@@ -26,9 +27,9 @@ def approx(
     data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Without --study: seed of the --n sample."),
     canvas: Optional[int] = c.CanvasOpt,
     labels: Optional[str] = typer.Option(None, "--labels", help="Without --study: labels of a flat image folder given as --data (see satkit attack --help)."),
-    eps: Optional[str] = typer.Option(None, "--eps", help="Without --study: L-infinity budget (default 0.1 for digits, 8/255 otherwise)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Without --study: PGD iterations (default 50)."),
-    eps_s: Optional[float] = typer.Option(None, "--eps-s", help="Without --study: SAT floor in percent (default 1)."),
+    eps: Optional[str] = typer.Option(None, "--eps", help=f"Without --study: L-infinity budget (default {c.EPS_DEFAULTS})."),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Without --study: PGD iterations (default {S.STEPS})."),
+    eps_s: Optional[float] = typer.Option(None, "--eps-s", help=f"Without --study: SAT floor in percent (default {S.EPS_S:g})."),
     seed: int = typer.Option(0, "--seed", help="Seed of k-means (clustering). Without --study also the PGD random start."),
     batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
@@ -65,80 +66,45 @@ def approx(
         satkit approx digits/resnet-s3 --models digits/resnet-s1,digits/vit-s1,digits/mixer-s1 --n 200
     """
     from satkit.devices import resolve_device
-    from satkit.io.atomic import atomic_output
+    from satkit.io.atomic import atomic_output, check_outputs
     from satkit.io.tables import write_table
     from satkit.models import ModelOptions
+    from satkit.study.approx import ApproxRequest, run_approx
 
     c.set_quiet(quiet)
-    bs = c.batch_size_value(batch_size)
-    known = [m.strip() for v in (models or []) for m in v.split(",") if m.strip()]
-    if study is None and not known:
-        c.fail("give the known models: --study DIR (a satkit study) or --models M1,M2,...")
-    if study is not None:
-        if known:
-            c.fail("give either --study or --models, not both")
-        given = [o for o, v in (("--data", data), ("--n", n), ("--data-seed", data_seed), ("--canvas", canvas), ("--labels", labels), ("--eps", eps),
-                                ("--steps", steps), ("--eps-s", eps_s), ("--sat", sat)) if v is not None]
-        if given:
-            c.fail(f"{', '.join(given)}: with --study the study's settings are used; drop {'it' if len(given) == 1 else 'them'}")
-    if k is not None and k < 1:
-        c.fail(f"-k must be at least 1, got {k}")
-    if k is not None and study is None and sat is None:
-        c.fail("-k clusters a SAT matrix: give --study or --sat")
-    from satkit.io.atomic import check_outputs
-
-    from satkit.data import DataRequest
-
-    model_file = model if Path(model).is_file() else None
-    if study is not None:  # every file the study run reads: the study's files and its data
-        from satkit.study.approx import approx_inputs
-
-        read = approx_inputs(study)
-    else:
-        read = [sat, *DataRequest(data or "digits", labels=labels).inputs()]
-    check_outputs({"--output": output, "--summary": summary, "--save-attack": save_attack}, inputs=[model_file, *read])
+    req = ApproxRequest(
+        model, study, tuple(m.strip() for v in (models or []) for m in v.split(",") if m.strip()), k=k, sat=sat,
+        save_attack=save_attack, reuse=reuse, data=data, n=n, data_seed=data_seed, canvas=canvas, labels=labels,
+        eps=c.parse_fraction(eps, "--eps") if eps else None, steps=steps, eps_s=eps_s, seed=seed,
+        batch_size=c.batch_size_value(batch_size), amp=amp,
+        model_options=c.model_options(arch, allow_code, pretrained, mean, std, input_size, name, model_kwargs),
+        known_options=ModelOptions(pretrained=pretrained))  # never --allow-code-execution: the new model's only
+    req.check()
+    check_outputs({"--output": output, "--summary": summary, "--save-attack": save_attack}, inputs=req.inputs())
     dev = resolve_device(device)
-    opts = c.model_options(arch, allow_code, pretrained, mean, std, input_size, name, model_kwargs)
-    known_opts = ModelOptions(pretrained=pretrained)  # never --allow-code-execution: it is given for the new model only
-
     with c.progress_bar() as p:
-        tasks: dict[tuple[str, str], int] = {}
-
-        def on_event(stage: str, m: str, done: int, total: int) -> None:
-            key = (stage, m if stage == "attack" else "")
-            if key not in tasks:
-                tasks[key] = p.add_task(f"{stage:8s} {m}" if stage == "attack" else "forward  known models on X_NB", total=total or None)
-            p.update(tasks[key], completed=done, total=total or None)
-
-        if study is not None:
-            from satkit.study.approx import approx_from_study
-
-            res = approx_from_study(model, study, model_options=opts, known_options=known_opts, k=k, seed=seed,
-                                    batch_size=bs, device=dev, amp=amp, save_attack_to=save_attack,
-                                    reuse_attack=reuse, on_event=on_event)
-        else:
-            from satkit.analysis.approx import approx_explicit
-            from satkit.attacks import AttackParams
-            from satkit.data import DataRequest, default_eps
-            from satkit.matrix.square import read_similarity_matrix
-
-            d = data or "digits"
-            params = AttackParams(eps=c.parse_fraction(eps, "--eps") if eps else default_eps(d),
-                                  steps=steps if steps is not None else 50, seed=seed)
-            sat_m = read_similarity_matrix(sat) if sat is not None else None
-            res = approx_explicit(model, known, DataRequest(d, n, data_seed or 0, canvas, labels), params,
-                                  eps_s=eps_s if eps_s is not None else 1.0, sat=sat_m, k=k, seed=seed,
-                                  batch_size=bs, device=dev, amp=amp or "off", model_options=opts, known_options=known_opts,
-                                  save_attack_to=save_attack, on_event=on_event)
+        res = run_approx(req, device=dev, on_event=_progress(p))
     for w in res.warnings:
         c.warn(w)
     write_table(res.rows, output)
     if summary is not None:
         with atomic_output(summary) as tmp:
             tmp.write_text(json.dumps(res.summary(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    if c.STATE.quiet:
-        return
-    _print(res)
+    if not c.STATE.quiet:
+        _print(res)
+
+
+def _progress(p):
+    tasks: dict[tuple[str, str], int] = {}
+
+    def on_event(stage: str, m: str, done: int, total: int) -> None:
+        key = (stage, m if stage == "attack" else "")
+        if key not in tasks:
+            tasks[key] = p.add_task(f"{stage:8s} {m}" if stage == "attack" else "forward  known models on X_NB",
+                                    total=total or None)
+        p.update(tasks[key], completed=done, total=total or None)
+
+    return on_event
 
 
 def _print(res) -> None:

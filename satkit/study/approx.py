@@ -8,16 +8,22 @@ and the models it names are loaded like any model file, never with pickle allowe
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
-from satkit.analysis.approx import ApproxResult, EventFn, approx_rows, assign_cluster
+from satkit import settings as S
+from satkit.analysis.approx import APPROX_SCHEMA, ApproxResult, EventFn, approx_explicit, approx_rows, assign_cluster
+from satkit.attacks import AttackParams
+from satkit.data import DataRequest, default_eps
 from satkit.errors import InputFileError, MismatchError, ParameterError
 from satkit.io.atomic import check_outputs
+from satkit.limits import K
 from satkit.jobs import DEFAULT_BATCH_SIZE, AttackJob, attack_into_file, attack_is_current
+from satkit.matrix.sat import sat_value
 from satkit.matrix.square import read_similarity_matrix
 from satkit.models import ModelOptions, model_display_name
 from satkit.models.registry import expected_weights_id
@@ -56,6 +62,45 @@ def approx_from_study(
     ``model_options`` apply to the new model; the study's models load with ``known_options``,
     never with pickle allowed (a shared study directory must not run code).
     """
+    st = read_settings(study_dir)
+    if st.chunk_dirs:  # an adaptive study: N against each chunk's models, the counts summed (disjoint chunks)
+        if save_attack_to is not None:
+            raise ParameterError("save_attack_to keeps one attack file; an adaptive study attacks the new model once "
+                                 "per chunk: run approx --study on one of its chunks/<k> to keep that chunk's file")
+        parts = [_approx_rows(new, Path(study_dir) / "chunks" / f"{k:04d}", model_options=model_options,
+                              known_options=known_options, batch_size=batch_size, device=device, amp=amp,
+                              save_attack_to=None, reuse_attack=reuse_attack, on_event=on_event)
+                 for k in range(st.chunk_dirs)]
+        res = parts[0]
+        summed = pl.concat([r.rows for r in parts]).group_by("model", maintain_order=True).agg(
+            pl.col("n_both").sum(), pl.col("n_fooled").sum())
+        res.rows = pl.DataFrame([{"model": r["model"], "cluster": None, "n_both": r["n_both"], "n_fooled": r["n_fooled"],
+                                  "fool_rate": r["n_fooled"] / r["n_both"] if r["n_both"] else None,
+                                  "sat_approx": sat_value(r["n_fooled"], r["n_fooled"], r["n_both"], st.eps_s)
+                                  if r["n_both"] else None} for r in summed.iter_rows(named=True)], schema=APPROX_SCHEMA)
+        res.attack_reused = all(r.attack_reused for r in parts)
+        res.forward_samples = sum(r.forward_samples for r in parts)
+        res.attack_forward_samples = sum(r.attack_forward_samples for r in parts)
+        res.warnings = list(dict.fromkeys(w for r in parts for w in r.warnings))
+    else:
+        res = _approx_rows(new, study_dir, model_options=model_options, known_options=known_options,
+                           batch_size=batch_size, device=device, amp=amp, save_attack_to=save_attack_to,
+                           reuse_attack=reuse_attack, on_event=on_event)
+    study = StudyDir(study_dir)
+    sat_path = study.root / "sat.csv"
+    if not sat_path.is_file():
+        res.warnings.append(f"{sat_path} is missing: no cluster assignment (finish the study first)")
+        return res
+    names, sat = read_similarity_matrix(sat_path)
+    keep = [i for i, n in enumerate(names) if n != res.model]
+    assign_cluster(res, [names[i] for i in keep], sat[np.ix_(keep, keep)], k, seed, method=st.cluster_method)
+    return res
+
+
+def _approx_rows(new: str, study_dir: str | Path, *, model_options: ModelOptions | None, known_options: ModelOptions | None,
+                 batch_size: int | str, device: Any, amp: str | None, save_attack_to: str | Path | None,
+                 reuse_attack: bool, on_event: EventFn | None) -> ApproxResult:
+    """The rows of :func:`approx_from_study` for one fixed study (or one chunk of an adaptive one): no clustering."""
     known_options = replace(known_options or ModelOptions(), allow_code=False)
     if save_attack_to is not None:  # before any work; the CLI checks all its outputs the same way
         check_outputs({"save_attack_to": save_attack_to}, [*approx_inputs(study_dir), new if Path(new).is_file() else None])
@@ -102,13 +147,78 @@ def approx_from_study(
             new_file, stats, attack_fwd = open_attack_files([str(path)])[0], a.stats, a.forward_samples
         rows, fwd, w = approx_rows(new_file, known, own_attacks=dict(zip(known, own_files)), eps_s=st.eps_s,
                                    model_options=known_options, device=device, batch_size=batch_size, amp=amp, on_event=on_event)
-    res = ApproxResult(model=name, rows=rows, eps_s=st.eps_s, attack_reused=reused is not None, attack_stats=stats,
-                       forward_samples=fwd, attack_forward_samples=attack_fwd, warnings=warnings + w)
-    sat_path = study.root / "sat.csv"
-    if not sat_path.is_file():
-        res.warnings.append(f"{sat_path} is missing: no cluster assignment (finish the study first)")
-        return res
-    names, S = read_similarity_matrix(sat_path)
-    keep = [i for i, n in enumerate(names) if n != name]
-    assign_cluster(res, [names[i] for i in keep], S[np.ix_(keep, keep)], k, seed, method=st.cluster_method)
-    return res
+    return ApproxResult(model=name, rows=rows, eps_s=st.eps_s, attack_reused=reused is not None, attack_stats=stats,
+                        forward_samples=fwd, attack_forward_samples=attack_fwd, warnings=warnings + w)
+
+
+@dataclass(frozen=True)
+class ApproxRequest:
+    """``satkit approx``: a new model against a study's models (``study``) or an explicit list (``models``).
+
+    Without a study, each unset setting resolves like a study's (:mod:`satkit.settings`): data DATA, eps from
+    the data source, STEPS, the SAT floor EPS_S; with a study, its recorded settings are used and giving
+    any of those is an error (they could only disagree with the study).
+    """
+
+    model: str
+    study: str | Path | None = None
+    models: tuple[str, ...] = ()
+    k: int | None = None  # clusters of the SAT matrix (None: eigengap)
+    sat: str | None = None  # without a study: the known models' SAT matrix, for the cluster assignment
+    save_attack: str | Path | None = None
+    reuse: bool = True  # a study's own current attack file of the new model is reused
+    data: str | None = None
+    n: int | None = None
+    data_seed: int | None = None
+    canvas: int | None = None
+    labels: str | None = None
+    eps: float | None = None
+    steps: int | None = None
+    eps_s: float | None = None
+    seed: int = S.SEED  # k-means; without a study also the attack's random start
+    batch_size: int | str | None = DEFAULT_BATCH_SIZE
+    amp: str | None = None  # None: the study's, else AMP
+    model_options: ModelOptions | None = None  # the new model's
+    known_options: ModelOptions | None = None  # the known models' (never allowed to run code)
+
+    def check(self) -> None:
+        """The rules between fields, before any work (errors name fields; the CLI shows flags)."""
+        if self.study is None and not self.models:
+            raise ParameterError("models: give the known models, or a study (--study DIR)")
+        if self.study is not None:
+            if self.models:
+                raise ParameterError("models cannot be given with a study: the study's models are the known ones")
+            given = [f for f in ("data", "n", "data_seed", "canvas", "labels", "eps", "steps", "eps_s", "sat")
+                     if getattr(self, f) is not None]
+            if given:
+                raise ParameterError(f"{', '.join(given)}: a study's settings are used with a study; "
+                                     f"drop {'it' if len(given) == 1 else 'them'}")
+        K.check_optional(self.k)
+        if self.k is not None and self.study is None and self.sat is None:
+            raise ParameterError("k clusters a SAT matrix: give a study or sat")
+
+    def data_request(self) -> DataRequest:
+        return DataRequest(self.data or S.DATA, self.n, self.data_seed or S.DATA_SEED, self.canvas, self.labels)
+
+    def inputs(self) -> list[Any]:
+        """Every file the request reads (for "an output is never an input")."""
+        new = self.model if Path(self.model).is_file() else None
+        if self.study is not None:
+            return [new, *approx_inputs(self.study)]
+        return [new, self.sat, *DataRequest(self.data or S.DATA, labels=self.labels).inputs()]
+
+
+def run_approx(req: ApproxRequest, *, device: Any = "cpu", on_event: EventFn | None = None) -> ApproxResult:
+    """One call for ``satkit approx``: :func:`approx_from_study` or :func:`satkit.analysis.approx.approx_explicit`
+    with every unset setting resolved (precedence: given > the study's > :mod:`satkit.settings`)."""
+    req.check()
+    kw = dict(model_options=req.model_options, known_options=req.known_options, k=req.k, seed=req.seed,
+              batch_size=req.batch_size, device=device, save_attack_to=req.save_attack, on_event=on_event)
+    if req.study is not None:
+        return approx_from_study(req.model, req.study, amp=req.amp, reuse_attack=req.reuse, **kw)
+    data = req.data_request()
+    params = AttackParams(eps=req.eps if req.eps is not None else default_eps(data.source),
+                          steps=req.steps if req.steps is not None else S.STEPS, seed=req.seed)
+    sat = read_similarity_matrix(req.sat) if req.sat is not None else None
+    return approx_explicit(req.model, list(req.models), data, params, eps_s=req.eps_s if req.eps_s is not None else S.EPS_S,
+                           sat=sat, amp=req.amp or S.AMP, **kw)
