@@ -1,4 +1,13 @@
-"""Low-frequency PGD: PGD whose perturbation lives in a low-pass DCT band (after Sharma et al. 2019).
+"""Low-frequency PGD: PGD whose perturbation lives in a low-pass DCT band (after Guo, Frank & Weinberger 2019).
+
+Guo, Frank & Weinberger, "Low Frequency Adversarial Perturbation" (UAI 2019), the
+low-frequency attack the SAT paper cites ([38]), restrict a perturbation to the
+lowest ``ratio x d`` 2-D DCT frequencies along each axis of a ``d x d`` image. The
+perturbation here, ``lowpass(c)``, is exactly that: the inverse DCT of the lowest
+``k x k`` block of ``DCT(c)``, ``k = ceil(band * size)``, so ``band`` is their ratio.
+The white-box PGD loop on top (sign steps on ``c``, ``c`` kept in [-eps, eps], the
+default band 0.25, the final pixel clip) is satkit's; Guo et al. give no PGD recipe
+(docs/attacks.md says what differs).
 
 The attack optimises coefficients ``c`` (pixel layout, kept in [-eps, eps]) and
 perturbs the image by ``lowpass(c)``: each step moves ``c`` by ``alpha`` times the
@@ -46,7 +55,7 @@ def lowpass_projection(n: int, band: float, device: torch.device | str | None = 
 
 
 @register_attack(
-    "lf-pgd", summary="PGD restricted to a low-frequency DCT band", reference="Sharma, Ding & Brubaker 2019",
+    "lf-pgd", summary="PGD restricted to a low-frequency DCT band", reference="Guo, Frank & Weinberger 2019",
     step_rule=MADRY_STEP_RULE, default_step=madry_step, random_start=True,
     options=(AttackOption("band", "--band", 0.25, "lf-pgd: fraction of DCT frequencies kept along each image axis", 0.01, 1.0),),
 )

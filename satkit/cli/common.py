@@ -352,7 +352,7 @@ StdOpt = typer.Option(None, "--std", help="Override normalization std, e.g. 0.22
 InputSizeOpt = typer.Option(None, "--input-size", help="Override the model's input size C,H,W (e.g. 3,224,224).")
 DataOpt = typer.Option(S.DATA, "--data", help="digits | digits:train | an image folder (one sub-folder per class, or flat with --labels) | a .safetensors data file (images + labels tensors).")
 LabelsOpt = typer.Option(None, "--labels", help="Labels of a flat image folder (--data DIR): Kaggle's LOC_val_solution.csv (synset ids) or filename,label lines; synsets map to timm's ImageNet class order.")
-NOpt = typer.Option(None, "--n", help=f"Draw a class-stratified, seeded sample of N images (paper: 5000 = 5 per ImageNet class). Default: all. Range: {L.N.text}.")
+NOpt = typer.Option(None, "--n", help=f"Draw a class-stratified, seeded sample of N images (satkit: N // classes per class, the rest to seeded random classes, so 5000 over ImageNet's 1000 classes is 5 per class; the paper: a 10 % sample of the ImageNet validation set, 5,000 images, without saying how it was drawn). Default: all. Range: {L.N.text}.")
 DataSeedOpt = typer.Option(S.DATA_SEED, "--data-seed", help="Seed of the --n sample.")
 CanvasOpt = typer.Option(None, "--canvas", help=f"Canvas size in px every model sees (default: 16 for digits, 224 for folders). Range: {L.CANVAS.text}.")
 

@@ -76,8 +76,9 @@ def stratified_sample(labels: np.ndarray, n: int | None, seed: int, chunk: tuple
 
     Each class gets ``n // C`` samples; the ``n % C`` remaining slots go to classes
     drawn at random (seeded) among those with samples left. With ``n=None`` or
-    ``n >= len(labels)`` every index is returned. The paper's 5,000 ImageNet
-    images are this with n=5000 over 1,000 classes: 5 per class.
+    ``n >= len(labels)`` every index is returned. With n=5000 over ImageNet's
+    1,000 classes this is 5 per class; the paper's 5,000 images are "a 10 %
+    sample" of the validation set, and it does not say whether it stratified.
     """
     # checked even when nothing is sampled, so a bad seed never passes silently
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
