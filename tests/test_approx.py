@@ -79,6 +79,45 @@ def test_approx_row_correlates_with_full_row_and_joins_resnet_cluster(studies):
         assert (t["n_both"], t["n_fooled"]) == (r["n_both"], r["n_fooled"]), r["model"]
 
 
+def test_leave_one_out_exact_rows_equal_the_full_study_to_the_last_bit(studies):
+    """Each model placed against the other 9 of the 10-model study: every row is exact and equals sat.csv."""
+    _, s10 = studies
+    names, S = read_similarity_matrix(s10 / "sat.csv")
+    one_sided, exact, full = [], [], []
+    for i, m in enumerate(names):
+        res = approx_from_study(m, s10)
+        assert res.attack_reused and res.exact
+        for r in res.rows.iter_rows(named=True):
+            j = names.index(r["model"])
+            assert r["kind"] == "exact" and r["sat"] == S[i, j], (m, r["model"], r["sat"], S[i, j])
+            assert r["sat"] == sat_value(r["n_fooled"], r["n_fooled_new"], r["n_both"], 1.0)
+            one_sided.append(r["sat_approx"]), exact.append(r["sat"]), full.append(S[i, j])
+        assert res.margin_ci is not None and res.margin_ci[0] <= res.margin <= res.margin_ci[1]
+    assert pearsonr(exact, full)[0] == pytest.approx(1.0)
+    assert pearsonr(one_sided, full)[0] < 0.99  # the one-sided estimate is only an estimate
+
+
+def test_stale_known_attack_leaves_that_row_one_sided_and_one_sided_opts_out(studies, tmp_path):
+    s9, _ = studies
+    d = tmp_path / "s9"
+    shutil.copytree(s9, d)
+    from satkit.study import slug
+
+    # vit-s2's stored attack replaced by vit-s1's: it no longer answers the study's request for vit-s2
+    shutil.copy(d / "attacks" / f"{slug('digits/vit-s1')}.safetensors", d / "attacks" / f"{slug('digits/vit-s2')}.safetensors")
+    res = approx_from_study(NEW, d)
+    kinds = dict(zip(res.rows["model"].to_list(), res.rows["kind"].to_list()))
+    assert kinds.pop("digits/vit-s2") == "one-sided" and set(kinds.values()) == {"exact"}
+    assert not res.exact and any("digits/vit-s2" in w and "one-sided" in w for w in res.warnings)
+    row = res.rows.filter(pl.col("model") == "digits/vit-s2").row(0, named=True)
+    assert row["sat"] is None and row["n_fooled_new"] is None and row["sat_approx"] is not None
+    g1 = approx_from_study(NEW, s9, one_sided=True)
+    assert (g1.rows["kind"] == "one-sided").all() and g1.rows["sat"].is_null().all() and g1.forward_samples_new == 0
+    exact = approx_from_study(NEW, s9)
+    assert exact.rows.select("model", "n_both", "n_fooled", "sat_approx").equals(g1.rows.select("model", "n_both", "n_fooled", "sat_approx"))
+    assert exact.forward_samples_new == int(exact.rows["n_both"].sum())  # N over each known model's X_NB, once
+
+
 def test_model_in_study_is_left_out_and_its_attack_reused(studies):
     _, s10 = studies
     reused = approx_from_study(NEW, s10)
@@ -95,7 +134,8 @@ def test_cli_study_mode(studies, tmp_path):
                             "--save-attack", str(tmp_path / "new.safetensors"), "--device", "cpu"])
     assert r.exit_code == 0, r.stderr
     df = pl.read_csv(tmp_path / "a.csv")
-    assert df.columns == ["model", "cluster", "n_both", "n_fooled", "fool_rate", "sat_approx"] and df.height == 9
+    assert df.columns == ["model", "cluster", "kind", "n_both", "n_fooled", "fool_rate", "sat_approx", "n_fooled_new", "sat"]
+    assert df.height == 9 and (df["kind"] == "exact").all()
     s = json.loads((tmp_path / "a.json").read_text())
     assert "digits/resnet-s1" in s["joined_members"]
     from satkit.io.tensorfile import read_satkit_file
@@ -117,7 +157,7 @@ def test_cli_explicit_models(tmp_path):
     (["--study", "{d}/nope"], ["no such study directory"]),
     (["--study", "{s9}", "--eps", "0.2"], ["--eps", "study"]),
     ([], ["--study", "--models"]),
-    (["--study", "{s9}", "--models", "digits/vit-s1"], ["either"]),
+    (["--study", "{s9}", "--models", "digits/vit-s1"], ["models", "cannot be given with a study"]),
     (["--study", "{d}"], ["not a study directory"]),
 ])
 def test_cli_bad_inputs(studies, tmp_path, args, words):

@@ -39,20 +39,34 @@ import polars as pl
 from satkit.analysis.cluster import spectral_cluster
 from satkit.attacks.base import AttackParams
 from satkit.data import DataRequest
-from satkit.errors import ParameterError
+from satkit.errors import MismatchError, ParameterError
 from satkit.jobs import DEFAULT_BATCH_SIZE, AttackJob, attack_into_file, evaluate_target
 from satkit.matrix.sat import DEFAULT_EPS_S, check_eps_s, sat_value
 from satkit.models.registry import ModelOptions, model_display_name
-from satkit.settings import CLUSTER_METHOD
+from satkit.settings import CI_LEVEL, CLUSTER_METHOD, N_BOOT
 from satkit.transfer import open_attack_files
 
 EventFn = Callable[[str, str, int, int], None]
 """``on_event(stage, model, done, total)``: stage ``attack`` counts samples, ``transfer`` counts known models."""
 
 APPROX_SCHEMA = {
-    "model": pl.Utf8, "cluster": pl.Int64, "n_both": pl.Int64, "n_fooled": pl.Int64,
-    "fool_rate": pl.Float64, "sat_approx": pl.Float64,
+    "model": pl.Utf8, "cluster": pl.Int64, "kind": pl.Utf8, "n_both": pl.Int64, "n_fooled": pl.Int64,
+    "fool_rate": pl.Float64, "sat_approx": pl.Float64, "n_fooled_new": pl.Int64, "sat": pl.Float64,
 }
+"""One row per known model B. ``n_fooled``: #X_NB with B(x_N) != y; ``sat_approx``: the one-sided G.1 value.
+``kind`` is ``exact`` when B's own attack file was also evaluated on N (``n_fooled_new``: #X_NB with
+N(x_B) != y), which gives ``sat``, the full SAT(N, B) the study would compute; else ``one-sided``."""
+
+EXACT, ONE_SIDED = "exact", "one-sided"
+
+
+@dataclass
+class Outcomes:
+    """Per-sample outcomes of one known model B against N, in the clean set's order (for the margin's interval)."""
+
+    both: np.ndarray  # bool: N and B both right on the clean image (X_NB)
+    fooled_known: np.ndarray  # bool: B(x_N) != y on X_NB
+    fooled_new: np.ndarray | None = None  # bool: N(x_B) != y on X_NB (exact rows only)
 
 
 @dataclass
@@ -74,6 +88,11 @@ class ApproxResult:
     margin: float | None = None
     warnings: list[str] = field(default_factory=list)
     cluster_method: str | None = None
+    exact: bool = False  # every row exact: the placement uses SAT, else SAT_approx
+    forward_samples_new: int = 0  # images pushed through N over the known models' adversarials (exact rows)
+    margin_ci: tuple[float, float] | None = None  # bootstrap interval of the margin (images resampled)
+    margin_level: float | None = None
+    outcomes: dict[str, Outcomes] = field(default_factory=dict, repr=False)
 
     def members(self, cluster: int) -> list[str]:
         if self.cluster_labels is None or self.cluster_names is None:
@@ -87,6 +106,8 @@ class ApproxResult:
             "k": self.k, "k_from_eigengap": self.k_from_eigengap, "joined": self.joined,
             "joined_members": self.members(self.joined) if self.joined is not None else None,
             "runner_up": self.runner_up, "margin": self.margin, "cluster_method": self.cluster_method,
+            "exact": self.exact, "forward_samples_new_model": self.forward_samples_new,
+            "margin_ci": list(self.margin_ci) if self.margin_ci is not None else None, "margin_level": self.margin_level,
             "cluster_scores": {str(k): v for k, v in self.cluster_scores.items()},
             "rows": self.rows.to_dicts(), "warnings": self.warnings,
         }
@@ -103,15 +124,23 @@ def approx_rows(
     batch_size: int | str = DEFAULT_BATCH_SIZE,
     amp: str = "off",
     on_event: EventFn | None = None,
+    outcomes: dict[str, Outcomes] | None = None,
 ) -> tuple[pl.DataFrame, int, list[str]]:
-    """Evaluate every known model on N's adversarials (:func:`satkit.jobs.evaluate_target`); one row per known model."""
+    """Evaluate every known model on N's adversarials (:func:`satkit.jobs.evaluate_target`); one row per known model.
+
+    With ``outcomes`` (a dict to fill), each model's per-sample outcomes are kept under its name.
+    """
     rows, fwd, warnings = [], 0, []
     emit = on_event or (lambda *a: None)
     for i, spec in enumerate(known):
         emit("transfer", spec, i, len(known))
         own = (own_attacks or {}).get(spec)
         o = evaluate_target(spec, [new_attack], model_options=model_options, device=device, batch_size=batch_size,
-                            amp=amp, own_attack=own)
+                            amp=amp, own_attack=own, per_sample=outcomes is not None)
+        if outcomes is not None:
+            ps = o.result.per_sample[0]
+            both = ps["source_correct"].to_numpy() & ps["target_correct"].to_numpy()
+            outcomes[o.name] = Outcomes(both=both, fooled_known=ps["fooled"].to_numpy())
         if own is not None and not o.own_attack_used:
             warnings.append(f"{o.name}: weights differ from the ones its study attack file was made with; "
                             "using a clean forward pass instead")
@@ -119,9 +148,9 @@ def approx_rows(
         r = o.result.rows[0]
         nb, nf = int(r["n_both"]), int(r["n_fooled"])
         rows.append({
-            "model": o.name, "cluster": None, "n_both": nb, "n_fooled": nf,
+            "model": o.name, "cluster": None, "kind": ONE_SIDED, "n_both": nb, "n_fooled": nf,
             "fool_rate": nf / nb if nb else None,
-            "sat_approx": (sat_value(nf, nf, nb, eps_s) if nb else None),
+            "sat_approx": (sat_value(nf, nf, nb, eps_s) if nb else None), "n_fooled_new": None, "sat": None,
         })
         if nb == 0:
             warnings.append(f"X_NB is empty for {o.name}: no sample both classify correctly; SAT_approx left empty")
@@ -129,9 +158,98 @@ def approx_rows(
     return pl.DataFrame(rows, schema=APPROX_SCHEMA), fwd, warnings
 
 
+def exact_rows(
+    new: str,
+    new_attack,  # SatkitFile of N's attack
+    known_attacks: dict[str, Any],  # known model's display name -> SatkitFile of its current attack in the study
+    rows: pl.DataFrame,
+    *,
+    eps_s: float,
+    outcomes: dict[str, Outcomes],
+    model_options: ModelOptions | None = None,
+    device: Any = "cpu",
+    batch_size: int | str = DEFAULT_BATCH_SIZE,
+    amp: str = "off",
+    on_event: EventFn | None = None,
+) -> tuple[pl.DataFrame, int, list[str]]:
+    """The B -> N direction for every known model whose attack file is given: N is loaded once and evaluated
+    on each file's adversarial X_NB (N's clean correctness from its own attack file), which turns those rows
+    into the full SAT(N, B): the value a study holding N would compute, from the same counts.
+    """
+    if not known_attacks:
+        return rows, 0, []
+    emit = on_event or (lambda *a: None)
+    names = list(known_attacks)
+    emit("exact", new, 0, len(names))
+    o = evaluate_target(new, [known_attacks[m] for m in names], model_options=model_options, device=device,
+                        batch_size=batch_size, amp=amp, own_attack=new_attack, per_sample=True)
+    emit("exact", new, len(names), len(names))
+    warnings = [] if o.own_attack_used else [f"{o.name}: weights differ from its attack file's; clean pass used"]
+    back = {r["source"]: (int(r["n_both"]), int(r["n_fooled"])) for r in o.result.rows}
+    for ps in o.result.per_sample:
+        src = ps["source"][0]
+        if src in outcomes:
+            outcomes[src].fooled_new = ps["fooled"].to_numpy()
+    out = []
+    for r in rows.iter_rows(named=True):
+        b = back.get(r["model"])
+        if b is not None and b[0] != r["n_both"]:  # both directions read X_NB from the same clean correctness
+            raise MismatchError(f"{r['model']}: X_NB has {r['n_both']} samples one way and {b[0]} the other; "
+                                "the study's attack files disagree with the new model's")
+        if b is not None:
+            nb, back_fooled = b
+            r = dict(r, kind=EXACT, n_fooled_new=back_fooled,
+                     sat=sat_value(r["n_fooled"], back_fooled, nb, eps_s) if nb else None)
+        out.append(r)
+    return pl.DataFrame(out, schema=APPROX_SCHEMA), o.result.forward_samples, warnings
+
+
+def margin_interval(result: ApproxResult, level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> None:
+    """Bootstrap interval of the margin (joined cluster's mean score minus the runner-up's), images resampled.
+
+    Each resample draws the clean set's images with replacement, the same draw for every row (as the
+    study's ``--ci``), recomputes each row's score (SAT when the placement is exact, else SAT_approx) from
+    the drawn counts, and the two clusters' means; the interval is the resamples' percentile interval.
+    An interval that holds 0 says the placement is a coin toss between the two clusters.
+    """
+    if result.joined is None or result.runner_up is None or not result.outcomes:
+        return
+    labels = dict(zip(result.cluster_names or [], (int(c) for c in (result.cluster_labels if result.cluster_labels is not None else []))))
+    rng = np.random.default_rng(seed)
+    any_o = next(iter(result.outcomes.values()))
+    n = len(any_o.both)
+    W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # (B, n) draw counts
+    eps_s = result.eps_s
+    per_cluster: dict[int, list[np.ndarray]] = {result.joined: [], result.runner_up: []}
+    for name, o in result.outcomes.items():
+        c = labels.get(name)
+        if c not in per_cluster:
+            continue
+        nb = W @ o.both
+        fa = W @ (o.both & o.fooled_known)
+        fb = W @ (o.both & o.fooled_new) if result.exact and o.fooled_new is not None else fa
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.log(np.maximum(eps_s, 100.0 * (fa + fb) / (2.0 * nb)))
+        score[nb == 0] = np.nan
+        per_cluster[c].append(score)
+    if not per_cluster[result.joined] or not per_cluster[result.runner_up]:
+        return
+    with np.errstate(invalid="ignore"):
+        diff = np.nanmean(np.stack(per_cluster[result.joined]), 0) - np.nanmean(np.stack(per_cluster[result.runner_up]), 0)
+    diff = diff[np.isfinite(diff)]
+    if len(diff) == 0:
+        return
+    a = (1 - level) / 2
+    result.margin_ci = (float(np.quantile(diff, a)), float(np.quantile(diff, 1 - a)))
+    result.margin_level = level
+
+
 def assign_cluster(result: ApproxResult, names: list[str], S: np.ndarray, k: int | None, seed: int = 0,
                    method: str = CLUSTER_METHOD) -> None:
-    """Cluster (names, S) and put N into the cluster with the highest mean SAT_approx (fills ``result``)."""
+    """Cluster (names, S) and put N into the cluster with the highest mean score (fills ``result``).
+
+    The score is SAT when every row is exact (``result.exact``), else SAT_approx.
+    """
     cl = spectral_cluster(names, S, k, seed=seed, method=method)
     result.cluster_method = method
     label_of = dict(zip(cl.names, (int(v) for v in cl.labels)))
@@ -139,9 +257,10 @@ def assign_cluster(result: ApproxResult, names: list[str], S: np.ndarray, k: int
     result.k, result.k_from_eigengap = cl.k, cl.k_from_eigengap
     rows = result.rows.with_columns(pl.Series("cluster", [label_of.get(m) for m in result.rows["model"].to_list()], dtype=pl.Int64))
     result.rows = rows
+    col = "sat" if result.exact else "sat_approx"
     scores: dict[int, float] = {}
     for c in range(1, cl.k + 1):
-        vals = rows.filter((pl.col("cluster") == c) & pl.col("sat_approx").is_not_null())["sat_approx"].to_list()
+        vals = rows.filter((pl.col("cluster") == c) & pl.col(col).is_not_null())[col].to_list()
         if vals:
             scores[c] = float(np.mean(vals))
     not_scored = [c for c in range(1, cl.k + 1) if c not in scores]

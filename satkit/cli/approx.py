@@ -1,4 +1,4 @@
-"""satkit approx: one-sided (approximate) SAT of a new model against known models (paper appendix G.1)."""
+"""satkit approx: SAT of a new model against known models, exact from a study's stored attacks or one-sided (appendix G.1)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def approx(
     model: str = typer.Argument(..., help="The NEW model: timm name[.tag], digits/<name>, or a model file (.safetensors with --arch, .pt, .pt2)."),
     study: Optional[Path] = typer.Option(None, "--study", help="Study directory (satkit study): known models, clean set, attack settings and sat.csv come from it."),
     models: Optional[List[str]] = typer.Option(None, "--models", help="Without --study: the known models (repeat the option or separate with commas)."),
-    output: str = typer.Option("-", "--output", "-o", help="Table: one row per known model (model, cluster, n_both, n_fooled, fool_rate, sat_approx); - for stdout."),
+    output: str = typer.Option("-", "--output", "-o", help="Table: one row per known model (model, cluster, kind, n_both, n_fooled, fool_rate, sat_approx, n_fooled_new, sat); - for stdout."),
+    one_sided: bool = typer.Option(False, "--one-sided", help="With --study: only the paper's one-sided estimate (appendix G.1), not the exact rows (saves N's forward passes over the known models' adversarials)."),
     k: Optional[int] = c.KOpt,
     sat: Optional[str] = typer.Option(None, "--sat", help="Without --study: SAT matrix of the known models, for the cluster assignment."),
     summary: Optional[Path] = typer.Option(None, "--summary", help="Write the rows, the cluster N joins, the runner-up and the margin as JSON."),
@@ -44,20 +45,26 @@ def approx(
     name: Optional[str] = typer.Option(None, "--name", help="Name of the new model in tables."),
     quiet: bool = c.QuietOpt,
 ) -> None:
-    """Approximate SAT of a NEW model against known models without attacking them (appendix G.1).
+    """SAT of a NEW model against known models, attacking only the new one.
 
-    Only the new model N is attacked (same clean set and attack settings as the
-    study). For each known model B, over X_NB (samples N and B both get right
-    when clean; B's clean correctness is read from its attack file in the study):
+    The new model N is attacked once (the study's clean set and attack settings).
+    For each known model B, over X_NB (samples N and B both get right when clean):
 
-        SAT_approx(N, B) = ln(max(eps_s, 100 * #{x in X_NB : B(x_N) != y} / |X_NB|))
+        one-sided (appendix G.1):  SAT_approx(N, B) = ln(max(eps_s, 100 * #{B(x_N) != y} / |X_NB|))
 
-    The B -> N direction of full SAT is omitted, so it is one-sided. Cost: one
-    attack + one forward pass (over X_NB) per known model -- instead of an
-    attack on every model. N then joins the cluster of the study's SAT matrix
-    (spectral, -k or eigengap) with the highest mean approximate SAT; the margin
-    to the runner-up is reported. A model that is already in the study is left
-    out of it (leave-one-out check; its stored attack is reused).
+        exact (with --study):      SAT(N, B) = ln(max(eps_s, 100 * (#{B(x_N) != y} + #{N(x_B) != y}) / (2 |X_NB|)))
+
+    With --study the exact row is the default wherever the study holds a current
+    attack file of B (B's adversarials are stored: only N's forward passes over
+    them are added), so it equals the row the study would compute with N in it;
+    a missing or stale file leaves that row one-sided (column kind says which).
+    Cost: one attack on N + one forward pass of each known model over N's X_NB
+    adversarials + (exact) one pass of N over each known model's X_NB
+    adversarials; no attack on a known model. N then joins the cluster of the
+    study's SAT matrix (spectral, -k or eigengap) with the highest mean SAT (exact)
+    or SAT_approx; the margin to the runner-up gets a 95% bootstrap interval over
+    images. A model already in the study is left out of it (leave-one-out; its
+    stored attack is reused). Without --study (--models) rows are one-sided.
 
     Example:
 
@@ -74,7 +81,7 @@ def approx(
     c.set_quiet(quiet)
     req = ApproxRequest(
         model, study, tuple(m.strip() for v in (models or []) for m in v.split(",") if m.strip()), k=k, sat=sat,
-        save_attack=save_attack, reuse=reuse, data=data, n=n, data_seed=data_seed, canvas=canvas, labels=labels,
+        save_attack=save_attack, reuse=reuse, one_sided=one_sided, data=data, n=n, data_seed=data_seed, canvas=canvas, labels=labels,
         eps=c.parse_fraction(eps, "--eps") if eps else None, steps=steps, eps_s=eps_s, seed=seed,
         batch_size=c.batch_size_value(batch_size), amp=amp,
         model_options=c.model_options(arch, allow_code, pretrained, mean, std, input_size, name, model_kwargs),
@@ -96,12 +103,12 @@ def approx(
 
 def _progress(p):
     tasks: dict[tuple[str, str], int] = {}
+    what = {"transfer": "forward  known models on X_NB", "exact": "forward  new model on known adversarials"}
 
     def on_event(stage: str, m: str, done: int, total: int) -> None:
         key = (stage, m if stage == "attack" else "")
         if key not in tasks:
-            tasks[key] = p.add_task(f"{stage:8s} {m}" if stage == "attack" else "forward  known models on X_NB",
-                                    total=total or None)
+            tasks[key] = p.add_task(f"{stage:8s} {m}" if stage == "attack" else what.get(stage, stage), total=total or None)
         p.update(tasks[key], completed=done, total=total or None)
 
     return on_event
@@ -111,19 +118,27 @@ def _print(res) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"approximate SAT of {escape(res.model)} (one-sided, higher = more similar)", title_justify="left", pad_edge=False)
-    for col in ("model", "cluster", "|X_NB|", "fool rate", "SAT_approx"):
-        t.add_column(col, justify="left" if col == "model" else "right")
-    for r in res.rows.sort("sat_approx", descending=True, nulls_last=True).iter_rows(named=True):
-        t.add_row(escape(r["model"]), "-" if r["cluster"] is None else str(r["cluster"]), str(r["n_both"]),
+    kind = "exact" if res.exact else ("one-sided" if not (res.rows["kind"] == "exact").any() else "exact where marked")
+    t = Table(title=f"SAT of {escape(res.model)} ({kind}, higher = more similar)", title_justify="left", pad_edge=False)
+    for col in ("model", "cluster", "kind", "|X_NB|", "fool rate", "SAT_approx", "SAT"):
+        t.add_column(col, justify="left" if col in ("model", "kind") else "right")
+    key = "sat" if res.exact else "sat_approx"
+    for r in res.rows.sort(key, descending=True, nulls_last=True).iter_rows(named=True):
+        t.add_row(escape(r["model"]), "-" if r["cluster"] is None else str(r["cluster"]), r["kind"], str(r["n_both"]),
                   "-" if r["fool_rate"] is None else f"{r['fool_rate']:.1%}",
-                  "-" if r["sat_approx"] is None else f"{r['sat_approx']:.3f}")
+                  "-" if r["sat_approx"] is None else f"{r['sat_approx']:.3f}",
+                  "-" if r["sat"] is None else f"{r['sat']:.3f}")
     c.print_table(t)
     how = "reused the study's attack file" if res.attack_reused else f"1 attack ({res.attack_forward_samples} forward samples)"
-    c.info(f"cost: {how} + {res.forward_samples} forward samples over {res.rows.height} known model(s)")
+    back = f" + {res.forward_samples_new} of the new model over the known models' adversarials" if res.forward_samples_new else ""
+    c.info(f"cost: {how} + {res.forward_samples} forward samples over {res.rows.height} known model(s){back}")
     if res.joined is not None:
         members = ", ".join(res.members(res.joined))
+        score = "SAT" if res.exact else "SAT_approx"
         tail = (f"; runner-up cluster {res.runner_up} ({res.cluster_scores[res.runner_up]:.3f}), margin {res.margin:.3f}"
                 if res.runner_up is not None else "")
-        c.info(escape(f"{res.model} joins cluster {res.joined} of {res.k} ({members}): mean SAT_approx "
+        if res.margin_ci is not None:
+            lo, hi = res.margin_ci
+            tail += f" ({res.margin_level:.0%} interval {lo:.3f} .. {hi:.3f}{', a coin toss' if lo <= 0 <= hi else ''})"
+        c.info(escape(f"{res.model} joins cluster {res.joined} of {res.k} ({members}): mean {score} "
                       f"{res.cluster_scores[res.joined]:.3f}{tail}"))

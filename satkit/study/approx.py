@@ -16,10 +16,22 @@ import numpy as np
 import polars as pl
 
 from satkit import settings as S
-from satkit.analysis.approx import APPROX_SCHEMA, ApproxResult, EventFn, approx_explicit, approx_rows, assign_cluster
+from satkit.analysis.approx import (
+    APPROX_SCHEMA,
+    EXACT,
+    ONE_SIDED,
+    ApproxResult,
+    EventFn,
+    Outcomes,
+    approx_explicit,
+    approx_rows,
+    assign_cluster,
+    exact_rows,
+    margin_interval,
+)
 from satkit.attacks import AttackParams
 from satkit.data import DataRequest, default_eps
-from satkit.errors import InputFileError, MismatchError, ParameterError
+from satkit.errors import MismatchError, ParameterError
 from satkit.io.atomic import check_outputs
 from satkit.limits import K
 from satkit.jobs import DEFAULT_BATCH_SIZE, AttackJob, attack_into_file, attack_is_current
@@ -52,9 +64,16 @@ def approx_from_study(
     amp: str | None = None,
     save_attack_to: str | Path | None = None,
     reuse_attack: bool = True,
+    one_sided: bool = False,
     on_event: EventFn | None = None,
 ) -> ApproxResult:
-    """Approximate SAT of model ``new`` against every other model of a study, and the cluster it joins.
+    """SAT of model ``new`` against every other model of a study, and the cluster it joins.
+
+    Exact by default: where the study holds a current attack file of a known model B, N is also
+    evaluated on B's adversarials, which gives the full SAT(N, B) (the row the study would have with N
+    in it, without changing the study); elsewhere, and with ``one_sided``, the row is the paper's
+    one-sided estimate (appendix G.1). The placement uses SAT when every row is exact, and its margin
+    gets a bootstrap interval over images.
 
     The clean set and attack settings are the study's; the data must reproduce the
     study's fingerprint. If the study already holds a current attack file of
@@ -69,15 +88,25 @@ def approx_from_study(
                                  "per chunk: run approx --study on one of its chunks/<k> to keep that chunk's file")
         parts = [_approx_rows(new, Path(study_dir) / "chunks" / f"{k:04d}", model_options=model_options,
                               known_options=known_options, batch_size=batch_size, device=device, amp=amp,
-                              save_attack_to=None, reuse_attack=reuse_attack, on_event=on_event)
+                              save_attack_to=None, reuse_attack=reuse_attack, one_sided=one_sided, on_event=on_event)
                  for k in range(st.chunk_dirs)]
         res = parts[0]
         summed = pl.concat([r.rows for r in parts]).group_by("model", maintain_order=True).agg(
-            pl.col("n_both").sum(), pl.col("n_fooled").sum())
-        res.rows = pl.DataFrame([{"model": r["model"], "cluster": None, "n_both": r["n_both"], "n_fooled": r["n_fooled"],
-                                  "fool_rate": r["n_fooled"] / r["n_both"] if r["n_both"] else None,
-                                  "sat_approx": sat_value(r["n_fooled"], r["n_fooled"], r["n_both"], st.eps_s)
-                                  if r["n_both"] else None} for r in summed.iter_rows(named=True)], schema=APPROX_SCHEMA)
+            pl.col("n_both").sum(), pl.col("n_fooled").sum(), pl.col("n_fooled_new").sum(),
+            (pl.col("kind") == EXACT).all().alias("exact"))
+        res.rows = pl.DataFrame([{
+            "model": r["model"], "cluster": None, "kind": EXACT if r["exact"] else ONE_SIDED,
+            "n_both": r["n_both"], "n_fooled": r["n_fooled"], "fool_rate": r["n_fooled"] / r["n_both"] if r["n_both"] else None,
+            "sat_approx": sat_value(r["n_fooled"], r["n_fooled"], r["n_both"], st.eps_s) if r["n_both"] else None,
+            "n_fooled_new": r["n_fooled_new"] if r["exact"] else None,
+            "sat": sat_value(r["n_fooled"], r["n_fooled_new"], r["n_both"], st.eps_s) if r["exact"] and r["n_both"] else None,
+        } for r in summed.iter_rows(named=True)], schema=APPROX_SCHEMA)
+        res.exact = bool(res.rows.height) and bool((res.rows["kind"] == EXACT).all())
+        res.forward_samples_new = sum(r.forward_samples_new for r in parts)
+        res.outcomes = {m: Outcomes(*(np.concatenate([getattr(r.outcomes[m], f) for r in parts])
+                                      if all(getattr(r.outcomes.get(m), f, None) is not None for r in parts) else None
+                                      for f in ("both", "fooled_known", "fooled_new")))
+                        for m in res.outcomes if all(m in r.outcomes for r in parts)}
         res.attack_reused = all(r.attack_reused for r in parts)
         res.forward_samples = sum(r.forward_samples for r in parts)
         res.attack_forward_samples = sum(r.attack_forward_samples for r in parts)
@@ -85,7 +114,7 @@ def approx_from_study(
     else:
         res = _approx_rows(new, study_dir, model_options=model_options, known_options=known_options,
                            batch_size=batch_size, device=device, amp=amp, save_attack_to=save_attack_to,
-                           reuse_attack=reuse_attack, on_event=on_event)
+                           reuse_attack=reuse_attack, one_sided=one_sided, on_event=on_event)
     study = StudyDir(study_dir)
     sat_path = study.root / "sat.csv"
     if not sat_path.is_file():
@@ -94,12 +123,13 @@ def approx_from_study(
     names, sat = read_similarity_matrix(sat_path)
     keep = [i for i, n in enumerate(names) if n != res.model]
     assign_cluster(res, [names[i] for i in keep], sat[np.ix_(keep, keep)], k, seed, method=st.cluster_method)
+    margin_interval(res, seed=seed)
     return res
 
 
 def _approx_rows(new: str, study_dir: str | Path, *, model_options: ModelOptions | None, known_options: ModelOptions | None,
                  batch_size: int | str, device: Any, amp: str | None, save_attack_to: str | Path | None,
-                 reuse_attack: bool, on_event: EventFn | None) -> ApproxResult:
+                 reuse_attack: bool, one_sided: bool, on_event: EventFn | None) -> ApproxResult:
     """The rows of :func:`approx_from_study` for one fixed study (or one chunk of an adaptive one): no clustering."""
     known_options = replace(known_options or ModelOptions(), allow_code=False)
     if save_attack_to is not None:  # before any work; the CLI checks all its outputs the same way
@@ -111,15 +141,18 @@ def _approx_rows(new: str, study_dir: str | Path, *, model_options: ModelOptions
     known = [m for m in st.models if model_display_name(m, known_options) != name]
     if not known:
         raise ParameterError(f"the study in {study.root} holds no model other than {name}; nothing to compare with")
-    missing = [m for m in known if not study.attack_path(m).is_file()]
-    if missing:
-        raise InputFileError(f"{study.root}: attack files missing for {', '.join(missing[:5])}; "
-                             f"rerun `satkit study -o {study.root}` to finish it")
-    own_files = open_attack_files([str(study.attack_path(m)) for m in known])
-    for f in own_files:
-        if f.provenance["data"]["fingerprint"] != st.fingerprint:
-            raise MismatchError(f"{f.path} was made from another clean set than {study.settings_path} says; rerun satkit study")
+    # a known model's attack file is read when it answers the study's request (the rule the study reuses files
+    # by): its clean correctness, and for exact rows its adversarials; a missing or stale one leaves that row
+    # one-sided, with a clean pass of the known model
+    current = [m for m in known if attack_is_current(
+        study.attack_path(m), name=model_display_name(m, known_options), weights_id=expected_weights_id(m, known_options),
+        params=st.params, fingerprint=st.fingerprint, amp=amp) is not None]
+    own_files = dict(zip(current, open_attack_files([str(study.attack_path(m)) for m in current]))) if current else {}
     warnings: list[str] = []
+    stale = [m for m in known if m not in own_files]
+    if stale:
+        warnings.append(f"no current attack file in the study for {', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}: "
+                        "one-sided row(s) (finish the study to make them exact)")
     in_study = [m for m in st.models if model_display_name(m, known_options) == name]
     if in_study:
         warnings.append(f"{name} is part of the study: it is left out of the known models and of the clustering")
@@ -145,10 +178,20 @@ def _approx_rows(new: str, study_dir: str | Path, *, model_options: ModelOptions
             job = AttackJob(new, data=st.data, params=st.params, model_options=model_options, batch_size=batch_size, amp=amp)
             a = attack_into_file(job, path, device=device, clean=clean, progress=lambda d, t: emit("attack", name, d, t))
             new_file, stats, attack_fwd = open_attack_files([str(path)])[0], a.stats, a.forward_samples
-        rows, fwd, w = approx_rows(new_file, known, own_attacks=dict(zip(known, own_files)), eps_s=st.eps_s,
-                                   model_options=known_options, device=device, batch_size=batch_size, amp=amp, on_event=on_event)
+        outcomes: dict[str, Outcomes] = {}
+        rows, fwd, w = approx_rows(new_file, known, own_attacks=own_files, eps_s=st.eps_s, model_options=known_options,
+                                   device=device, batch_size=batch_size, amp=amp, on_event=on_event, outcomes=outcomes)
+        fwd_new = 0
+        if not one_sided:
+            by_name = {model_display_name(m, known_options): f for m, f in own_files.items()}
+            rows, fwd_new, w2 = exact_rows(new, new_file, by_name, rows, eps_s=st.eps_s, outcomes=outcomes,
+                                           model_options=model_options, device=device, batch_size=batch_size, amp=amp,
+                                           on_event=on_event)
+            w = w + w2
     return ApproxResult(model=name, rows=rows, eps_s=st.eps_s, attack_reused=reused is not None, attack_stats=stats,
-                        forward_samples=fwd, attack_forward_samples=attack_fwd, warnings=warnings + w)
+                        forward_samples=fwd, attack_forward_samples=attack_fwd, warnings=warnings + w,
+                        exact=bool(rows.height) and bool((rows["kind"] == EXACT).all()), forward_samples_new=fwd_new,
+                        outcomes=outcomes)
 
 
 @dataclass(frozen=True)
@@ -167,6 +210,7 @@ class ApproxRequest:
     sat: str | None = None  # without a study: the known models' SAT matrix, for the cluster assignment
     save_attack: str | Path | None = None
     reuse: bool = True  # a study's own current attack file of the new model is reused
+    one_sided: bool = False  # with a study: the paper's G.1 estimate only, not the exact rows
     data: str | None = None
     n: int | None = None
     data_seed: int | None = None
@@ -184,7 +228,7 @@ class ApproxRequest:
     def check(self) -> None:
         """The rules between fields, before any work (errors name fields; the CLI shows flags)."""
         if self.study is None and not self.models:
-            raise ParameterError("models: give the known models, or a study (--study DIR)")
+            raise ParameterError("models: give the known models (--models), or a study (--study DIR)")
         if self.study is not None:
             if self.models:
                 raise ParameterError("models cannot be given with a study: the study's models are the known ones")
@@ -215,7 +259,7 @@ def run_approx(req: ApproxRequest, *, device: Any = "cpu", on_event: EventFn | N
     kw = dict(model_options=req.model_options, known_options=req.known_options, k=req.k, seed=req.seed,
               batch_size=req.batch_size, device=device, save_attack_to=req.save_attack, on_event=on_event)
     if req.study is not None:
-        return approx_from_study(req.model, req.study, amp=req.amp, reuse_attack=req.reuse, **kw)
+        return approx_from_study(req.model, req.study, amp=req.amp, reuse_attack=req.reuse, one_sided=req.one_sided, **kw)
     data = req.data_request()
     params = AttackParams(eps=req.eps if req.eps is not None else default_eps(data.source),
                           steps=req.steps if req.steps is not None else S.STEPS, seed=req.seed)
