@@ -62,9 +62,13 @@ def versions() -> dict:
     import satkit
     import torch
 
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+
     return {"satkit": satkit.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "git": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True).stdout.strip()}
+            "git": git("rev-parse", "--short", "HEAD"),
+            # uncommitted edits in satkit/ at the time of the run: the commit alone does not say what ran
+            "git_dirty": bool(git("status", "--porcelain", "--", "satkit"))}
 
 
 # a later run works on study-default's study directory when it is at hand (--work), else runs the study again
