@@ -161,6 +161,31 @@ def study_matrix() -> str:
     return tables(run_dir("study-default")) + prose + "\n" + record_note("study-default") + "\n"
 
 
+ZOO_TABLE = [  # family, how the model is built (hand-written), seeds as they appear in the zoo
+    ("resnet", "`ResNet`, BasicBlock [1,1,1,1], channels 16-64, 7x7 s2 stem + max-pool, BN, ReLU"),
+    ("vit", "`VisionTransformer`, patch 4, dim 64, depth 3, 4 heads, CLS token"),
+    ("convnext", "`ConvNeXt`, depths (1,1,2,1), dims 24-64, 4x4 patchify stem, LN, GELU, depthwise"),
+    ("mixer", "`MlpMixer`, patch 4, dim 64, 4 blocks"),
+    ("convmixer", "`ConvMixer`, dim 48, depth 4, kernel 5, patch 2"),
+    ("mobilenet", "`MobileNetV3` blocks: inverted residuals, SE, hard-swish, 3x3 s2 stem"),
+]
+
+
+@generator("zoo-table")
+def zoo_table() -> str:
+    models = read_csv("study-default", "models.csv").to_dicts()
+    out = ["| model | timm class, config | params | input | held-out accuracy |", "|---|---|---|---|---|"]
+    for fam, how in ZOO_TABLE:
+        rows = sorted((r for r in models if family(r["model"]) == fam), key=lambda r: r["model"])
+        names = ", ".join([short(rows[0]["model"])] + [short(r["model"]).removeprefix(fam) for r in rows[1:]])
+        params = {r["parameters"] for r in rows}
+        inputs = {r["input_size"].rsplit("x", 1)[-1] for r in rows}
+        assert len(params) == len(inputs) == 1, fam
+        acc = " / ".join(f"{100 * r['clean_accuracy']:.1f}" for r in rows)
+        out.append(f"| {names} | {how} | {params.pop():,} | {inputs.pop()} px | {acc} % |")
+    return "\n".join(out) + "\n\n" + record_note("study-default") + "\n"
+
+
 @generator("study-reports")
 def study_reports() -> str:
     d = run_dir("study-default")
@@ -495,6 +520,45 @@ def apps_approx() -> str:
             f"The known models ran over {min(fwd.values()):,}-{max(fwd.values()):,} adversarial samples per left-out "
             f"model (no clean pass; the attack was reused from the study).\n\n"
             + record_note("approx-loo", "study-default") + "\n")
+
+
+@generator("apps-distill")
+def apps_distill() -> str:
+    import polars as pl
+
+    rec = load_json("distill", "distill.json")
+    names, S = sat_matrix("study-default")
+    ix = {n: i for i, n in enumerate(names)}
+    cards = pl.read_csv(ROOT / "satkit" / "cards" / "digits_zoo.csv")
+    base = dict(zip(cards["Model name"].to_list(), cards["Base architecture"].to_list()))
+    acc = {r["model"]: 100 * r["clean_accuracy"] for r in read_csv("study-default", "models.csv").to_dicts()}
+    vits = [n for n in names if family(n) == "vit"]
+
+    def sat_to_student(t: str) -> float:
+        return float(np.mean([S[ix[t], ix[v]] for v in vits if v != t]))
+
+    student_base = base[vits[0]]
+    cand = [n for n in names]
+    diff = sorted((n for n in cand if base[n] != student_base), key=sat_to_student)
+    same = sorted((n for n in cand if base[n] == student_base), key=sat_to_student, reverse=True)
+    ranking = diff + same
+    out = ["| teacher | base arch | SAT to student | teacher acc. | student acc. seeds 0/1/2 | mean +/- sd |",
+           "|---|---|---|---|---|---|"]
+    for t, correct in rec["student_correct"].items():
+        a = 100 * np.array(correct) / rec["n_test"]
+        accs = list(a)
+        stats_ = f"{' / '.join(f'{x:.2f}' for x in accs)} | {a.mean():.2f} +/- {a.std(ddof=1):.2f}"
+        if t == "none":
+            out.append(f"| none | | | | {stats_} |")
+        else:
+            label = t + (" (`--recommend`'s #1)" if t == ranking[0] else "")
+            out.append(f"| {label} | {base[t]} | {sat_to_student(t):.2f} | {acc[t]:.2f} | {stats_} |")
+    rank = ", ".join(f"{short(n)} ({sat_to_student(n):.2f})" for n in ranking)
+    return ("\n".join(out) + f"\n\nThe recommendation for a digits/vit student "
+            f"(`satkit distill --recommend --student digits/vit --sat sat.csv`, rendered here from the cards and the "
+            f"recorded matrix): {rank} -- first the teachers of another base architecture than the student's "
+            f"({student_base}), least similar first, then the same base architecture, most similar first.\n\n"
+            + record_note("distill", "study-default") + "\n")
 
 
 # ---------------------------------------------------------------- attacks.md

@@ -100,19 +100,26 @@ def ensemble(
         plot_sat_vs_err(report, plot)
     if c.STATE.quiet:
         return
-    _print_report(report, grid_wide)
+    _print_report(report, grid_wide, n_samples=len(files[0].labels) if files else 0)
 
 
-def _print_report(report, grid_wide) -> None:
+def _print_report(report, grid_wide, n_samples: int = 0) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     t = Table(title="top-1 error of each model (%)", title_justify="left", pad_edge=False)
     t.add_column("model")
     t.add_column("error", justify="right")
+    t.add_column("wrong images", justify="right")
+    wrong = {}
     for name, e in report.member_errors.items():
-        t.add_row(escape(name), _fmt(e))
+        wrong[name] = round(e * n_samples / 100) if n_samples and e == e else None
+        t.add_row(escape(name), _fmt(e), "" if wrong[name] is None else f"{wrong[name]} of {n_samples}")
     c.print_table(t)
+    counts = [w for w in wrong.values() if w is not None]
+    if counts and min(counts) < 30:
+        c.info(f"ERR rests on {min(counts)}-{max(counts)} wrong images per model: one image moves a pair's ERR by "
+               "several points; read the ERR numbers below as coarse")
     sizes = report.subsets.group_by("size").agg(_agg_exprs()).sort("size")
     t = Table(title="ensembles by size (means)", title_justify="left", pad_edge=False)
     for col in ("size", "n", "ensemble error %", "ERR %"):

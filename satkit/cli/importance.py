@@ -83,6 +83,12 @@ def importance(
             f"held-out R^2 = {result.r2_cv:.3f} ± {result.r2_cv_std:.3f} ({result.cv_folds}-fold cross-validation over pairs); "
             f"in-sample R^2 = {result.r2_train:.3f}"
         )
+        c.info(
+            f"read as exploratory: {result.n_pairs} pairs of {len(names) - len(result.missing)} models; components "
+            "that change together across these models cannot be told apart. An importance is the drop in R^2 when "
+            "the component's column is shuffled; R^2 can fall below 0 (worse than predicting the mean SAT), so an "
+            "importance above 1 means the fit without that component is worse than no fit at all"
+        )
     if result.r2_cv < LOW_R2:
         c.warn(
             f"held-out R^2 is {result.r2_cv:.2f} (< {LOW_R2}): the components predict SAT poorly on unseen pairs, "
