@@ -59,3 +59,15 @@ def test_every_record_names_its_command_and_versions():
         assert all((d / f).stat().st_size < 200_000 for f in kept), f"{d.name}: records hold small tables only"
         if meta.get("recorded") == "transcribed":
             assert "not" in meta["note"], d.name  # says it was not re-run
+
+
+def test_the_recorded_default_study_has_todays_defaults():
+    """A changed default (eps, steps, clustering, models, ...) fails here until the runs are re-recorded."""
+    from satkit.study import StudyConfig
+    from satkit.study.layout import StudySettings
+
+    recorded = json.loads((dn.RUNS / "study-default" / "study.json").read_text())
+    today = json.loads(StudySettings.of(StudyConfig.create(None, ROOT / "not-created"), recorded["fingerprint"]).to_json())
+    changed = {k: (recorded.get(k), today.get(k)) for k in set(recorded) | set(today) if recorded.get(k) != today.get(k)}
+    assert not changed, (f"satkit study's defaults moved since docs/runs/study-default was recorded: {changed}; "
+                         "re-record (python scripts/record_runs.py), --write the docs and re-read their prose")
