@@ -1,6 +1,6 @@
 """Check satkit's apgd-ce against torchattacks' APGD (the AutoAttack port) on the digits zoo.
 
-    pip install torchattacks          # or: pip install -e ".[bench]"
+    pip install --no-deps torchattacks   # its requests pin would downgrade requests (docs/performance.md)
     python benchmarks/apgd_check.py [--n 500 --eps 0.1 --steps 50 --models resnet-s1,vit-s1 --json out.json]
 
 Same wrapped models (``load_model("digits/<name>")``: [0, 1] canvas pixels in), same

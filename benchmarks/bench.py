@@ -1,6 +1,6 @@
 """satkit benchmark suite (outside the test run).
 
-    pip install -e ".[bench]"
+    pip install --no-deps torchattacks && pip install adversarial-robustness-toolbox   # docs/performance.md: why --no-deps
     python benchmarks/bench.py --out benchmarks/results.json      # prints a table, writes JSON
     python benchmarks/bench.py --only pgd transfer --quick --batch 2 --steps 2 --repeats 1   # parts, small
       (a partial run prints and writes only what it measured, to benchmarks/results.partial.json
@@ -125,7 +125,7 @@ def bench_pgd(name: str, batch: int, steps: int, eps: float, repeats: int) -> di
 def make_attack_files(tmp: Path, n: int, k: int, labels_from=None, prefix: str = "a") -> list[Path]:
     from satkit.attacks.runner import ATTACK_FORMAT
     from satkit.io.fingerprint import fingerprint_of
-    from satkit.io.tensorfile import write_satkit_file
+    from satkit.io.tensorfile import write_tensor_file
 
     g = torch.Generator().manual_seed(1)
     clean = torch.randint(0, 256, (n, 3, 224, 224), dtype=torch.uint8, generator=g)
@@ -145,7 +145,7 @@ def make_attack_files(tmp: Path, n: int, k: int, labels_from=None, prefix: str =
                 "data": {"fingerprint": fp, "num_classes": 1000, "n": n, "source": "synthetic", "canvas": [3, 224, 224]},
                 "attack": AttackParams(eps=8 / 255).to_dict(), "storage_dtype": "uint8", "amp": "off", "attack_key": f"k{i}"}
         p = tmp / f"{prefix}{i}.safetensors"
-        write_satkit_file(p, ATTACK_FORMAT, {"clean": clean, "adv": adv, "labels": labels, "ids": ids, "clean_logits": logits,
+        write_tensor_file(p, ATTACK_FORMAT, {"clean": clean, "adv": adv, "labels": labels, "ids": ids, "clean_logits": logits,
                                              "source_correct": torch.ones(n, dtype=torch.bool),
                                              "source_adv_correct": torch.zeros(n, dtype=torch.bool)}, prov)
         paths.append(p)

@@ -1,6 +1,6 @@
 """satkit study vs a reference pipeline written with torchattacks, at an ImageNet-like accuracy (~75 %).
 
-    pip install torchattacks            # or: pip install -e ".[bench]"
+    pip install --no-deps torchattacks   # its requests pin would downgrade requests (docs/performance.md)
     python benchmarks/reference_pipeline.py                   # whole digits test set (540 images)
     python benchmarks/reference_pipeline.py --n 200 --json ref.json
 

@@ -63,7 +63,7 @@ def test_every_command_has_help_with_an_example(cmd):
 
 
 def test_attack_writes_file_with_bound(attacked):
-    from satkit.io import read_satkit_file
+    from satkit.formats import read_satkit_file
 
     f = read_satkit_file(attacked / "m1.safetensors", "satkit.attack")
     d = (f.get("adv").int() - f.get("clean").int()).abs().max().item()
@@ -115,21 +115,33 @@ def test_pickled_model_needs_opt_in(tmp_path):
 
 
 def test_completions_are_current_and_work():
+    """completions/ is what the installed `satkit` prints through typer's public completion interface.
+
+    Every file equals `_SATKIT_COMPLETE=source_<shell> satkit`; the bash one also equals
+    `satkit --show-completion` run from bash, and sourced in bash it completes `satkit att`.
+    """
+    import importlib.util
     import os
+    import shlex
     import subprocess
     from pathlib import Path
 
-    from typer._completion_shared import get_completion_script
-
-    root = Path(__file__).resolve().parent.parent / "completions"
-    for shell, name in (("bash", "satkit.bash"), ("zsh", "_satkit"), ("fish", "satkit.fish")):
-        expect = get_completion_script(prog_name="satkit", complete_var="_SATKIT_COMPLETE", shell=shell)
-        assert (root / name).read_text() == expect, f"run python scripts/make_completions.py ({name} is stale)"
-    env = dict(os.environ, COMP_WORDS="satkit att", COMP_CWORD="1", _SATKIT_COMPLETE="complete_bash")
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "satkit"], env=env, capture_output=True, text=True)
-    assert "attack" in out.stdout.split()
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("make_completions", root / "scripts" / "make_completions.py")
+    mc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mc)
+    exe = mc.satkit_command()
+    for shell, name in mc.SHELLS:
+        assert (root / "completions" / name).read_text() == mc.completion_script(shell, exe), \
+            f"run python scripts/make_completions.py ({name} is stale)"
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(exe).parent), os.environ.get("PATH", "")]))
+    shown = subprocess.run(["bash", "-c", 'satkit --show-completion; exit "$?"'], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip("\n") + "\n" == (root / "completions" / "satkit.bash").read_text()
+    script = (f"source {shlex.quote(str(root / 'completions' / 'satkit.bash'))}; COMP_WORDS=(satkit att); COMP_CWORD=1; "
+              '_satkit_completion satkit; printf "%s\\n" "${COMPREPLY[@]}"')
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert done.stdout.split() == ["attack"], (done.stdout, done.stderr)
 
 
 def test_matrix_bootstrap_ci(models, attacked, tmp_path):
@@ -165,7 +177,7 @@ def test_info_rerun_command_reproduces_the_file(tmp_path):
     assert argv[:2] == ["satkit", "attack"] and "--batch-size" in argv
     argv[argv.index("-o") + 1] = str(tmp_path / "again.safetensors")
     run(*argv[1:])
-    from satkit.io import read_satkit_file
+    from satkit.formats import read_satkit_file
 
     a, b = read_satkit_file(first, "satkit.attack"), read_satkit_file(tmp_path / "again.safetensors", "satkit.attack")
     for key in ("clean", "adv", "labels", "ids", "source_correct", "source_adv_correct", "clean_logits"):

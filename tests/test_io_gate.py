@@ -23,7 +23,8 @@ from satkit.io import atomic
 from satkit.io.atomic import atomic_output, check_output_path, check_outputs, current_umask
 from satkit.io.lock import LOCK_NAME, DirectoryLock
 from satkit.io.tables import write_table
-from satkit.io.tensorfile import read_satkit_file, write_satkit_file
+from satkit.formats import read_satkit_file
+from satkit.io.tensorfile import write_tensor_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -266,9 +267,9 @@ def _stdin(monkeypatch, data: bytes) -> None:
 
 def test_write_dash_gives_the_file_bytes_on_stdout(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_satkit_file(tmp_path / "f.safetensors", "satkit.data", _tensors(), PROV)
+    write_tensor_file(tmp_path / "f.safetensors", "satkit.data", _tensors(), PROV)
     buf = _stdout(monkeypatch)
-    write_satkit_file("-", "satkit.data", _tensors(), PROV)
+    write_tensor_file("-", "satkit.data", _tensors(), PROV)
     assert buf.getvalue() == (tmp_path / "f.safetensors").read_bytes()
     assert not (tmp_path / "-").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.safetensors"]
@@ -276,7 +277,7 @@ def test_write_dash_gives_the_file_bytes_on_stdout(tmp_path, monkeypatch):
 
 def test_read_dash_spools_stdin_once(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    write_satkit_file(tmp_path / "f.safetensors", "satkit.data", _tensors(), PROV)
+    write_tensor_file(tmp_path / "f.safetensors", "satkit.data", _tensors(), PROV)
     _stdin(monkeypatch, (tmp_path / "f.safetensors").read_bytes())
     f = read_satkit_file("-", "satkit.data")
     assert f.path.parent == tmp_path and f.path.name.startswith("satkit-stdin-")
@@ -298,7 +299,7 @@ def test_read_dash_errors_name_stdin(tmp_path, monkeypatch):
     with pytest.raises(InputFileError, match="^stdin: not a readable safetensors file") as e:
         read_satkit_file("-", "satkit.attack")
     assert "satkit-stdin-" not in str(e.value)
-    write_satkit_file(tmp_path / "f.safetensors", "satkit.data", _tensors(), PROV)
+    write_tensor_file(tmp_path / "f.safetensors", "satkit.data", _tensors(), PROV)
     _stdin(monkeypatch, (tmp_path / "f.safetensors").read_bytes())
     with pytest.raises(InputFileError, match="^stdin: is a satkit.data file, expected satkit.attack"):
         read_satkit_file("-", "satkit.attack")
@@ -312,7 +313,7 @@ def test_stdin_spool_is_removed_at_exit(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(atexit, "register", lambda fn, *a: at_exit.append((fn, a)))
-    write_satkit_file(tmp_path / "f.safetensors", "satkit.data", _tensors(), PROV)
+    write_tensor_file(tmp_path / "f.safetensors", "satkit.data", _tensors(), PROV)
     _stdin(monkeypatch, (tmp_path / "f.safetensors").read_bytes())
     f = read_satkit_file("-", "satkit.data")
     assert f.get("labels").tolist() == [0, 1, 2, 0, 1, 2]

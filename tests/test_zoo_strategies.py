@@ -84,7 +84,7 @@ def test_packaged_variant_loads_and_is_accurate(name, digits_test):
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     assert meta["satkit_zoo"] == name and meta["arch"] == m.arch and int(meta["seed"]) == m.seed
-    assert abs(float(meta["test_accuracy"]) - acc) < 1e-3
+    assert abs(float(meta["test_accuracy"]) - acc) < 1e-3  # holds on any CPU: see CROSS_CPU_* below (no prediction moves)
     assert meta["training"] == m.training
     assert json.loads(meta["recipe"]) == dataclasses.asdict(m.recipe())
     assert meta.get("teacher") == (f"digits/{m.teacher}" if m.teacher else None)
@@ -140,22 +140,129 @@ def test_train_zoo_trains_teachers_first(monkeypatch, tmp_path):
     assert used == [("resnet-s1", tmp_path / "resnet-s1.safetensors")]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["vit-kd"])  # the cheapest arch (~10 s idle), and it covers the teacher
-def test_full_recipe_reproduces_the_packaged_weights(name):
-    """The whole recipe (vit: 30 epochs) gives the packaged tensors exactly, at 2 threads."""
+# Retraining a zoo model with its full recipe: bit for bit only on the build that made the weights
+# (torch and timm builds, CPU kernels, CPU, threads: zoo.recorded_build); on any other CPU the model,
+# not its last bits. Measured 2026-12-04, vit-kd (30 epochs, 2 threads) on an AVX512 "AMD EPYC",
+# torch 2.14.1+cu130, timm 1.0.31, against the packaged file (made on another machine), with torch's
+# own kernels and with torch forced onto others in a subprocess (AVX2: ATEN_CPU_CAPABILITY=avx2
+# ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2; DEFAULT: ATEN_CPU_CAPABILITY=default):
+#                            AVX512 vs file  AVX2 vs file  DEFAULT vs file  AVX2 vs AVX512  DEFAULT vs AVX512
+#   relative L2 of the state      0.0061         0.0051        0.0043           0.0037          0.0052
+#   max |weight difference|       0.0196         0.0084        0.0196           0.0112          0.0254
+#   test predictions equal        540/540        540/540       539/540
+#   test accuracy                 0.9704         0.9704        0.9722           (file: 0.9704)
+# (AVX2 vs DEFAULT: 0.0061 and 0.0258; AVX512 vs file: the largest difference is in blocks.0.attn.qkv.bias,
+# whose key part attention ignores: only weight decay and rounding move it). Tolerances, about 4-5x the worst:
+# relative L2 0.03, max |difference| 0.1, >= 99 % equal predictions, accuracy within 0.01.
+# Inference alone moves logits by at most 1e-5 across these kernels (the smallest top-2 margin of any
+# packaged model on a test digit is 0.0036), so evaluating the packaged files is the same on every CPU.
+CROSS_CPU_MAX_REL = 0.03
+CROSS_CPU_MAX_ABS = 0.1
+CROSS_CPU_MIN_AGREEMENT = 0.99  # at most 5 of the 540 test digits predicted differently
+CROSS_CPU_MAX_ACCURACY_DIFF = 0.01
+
+
+@pytest.fixture(scope="module")
+def full_vit_kd():
+    """vit-kd trained with its whole recipe (30 epochs) at 2 threads, once per module (~10 s idle, minutes under load)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        state, metrics = zoo.train_zoo_model(name)
+        state, metrics = zoo.train_zoo_model("vit-kd")
     finally:
         torch.set_num_threads(threads)
-    packaged = load_file(str(zoo.packaged_weights_dir() / f"{name}.safetensors"))
-    assert _same_state(state, packaged)
+    path = zoo.packaged_weights_dir() / "vit-kd.safetensors"
+    return state, metrics, load_file(str(path)), zoo.recorded_build(path)
+
+
+def _check_reproduction(name: str, state: dict, metrics: dict, packaged: dict, recorded: dict) -> str:
+    """Bit for bit on the recorded build ("exact"), else the measured cross-CPU tolerances ("cross-cpu")."""
     test = load_digits_set("test")
     module, cfg, _ = zoo.build_zoo_module(name)
     module.load_state_dict(packaged)
-    assert metrics["test_accuracy"] == accuracy(predict(module, cfg, test.images), test.labels)
+    want = predict(module, cfg, test.images)
+    same, why = zoo.same_build(recorded, metrics["build"])
+    if same:
+        assert _same_state(state, packaged), f"{name}: same build ({recorded}) but not bit-identical"
+        assert metrics["test_accuracy"] == accuracy(want, test.labels)
+        return "exact"
+    assert state.keys() == packaged.keys() and all(state[k].shape == packaged[k].shape for k in state)
+    diff = sum(float((state[k].double() - packaged[k].double()).norm()) ** 2 for k in state) ** 0.5
+    norm = sum(float(packaged[k].double().norm()) ** 2 for k in state) ** 0.5
+    worst = max(float((state[k].double() - packaged[k].double()).abs().max()) for k in state)
+    module.load_state_dict(state)
+    got = predict(module, cfg, test.images)
+    agree = float((got == want).double().mean())
+    context = f"{name} on another build ({why}): rel {diff / norm:.4f}, max {worst:.4f}, agreement {agree:.4f}"
+    assert diff / norm <= CROSS_CPU_MAX_REL and worst <= CROSS_CPU_MAX_ABS, context
+    assert agree >= CROSS_CPU_MIN_AGREEMENT, context
+    assert abs(metrics["test_accuracy"] - accuracy(want, test.labels)) <= CROSS_CPU_MAX_ACCURACY_DIFF, context
+    return "cross-cpu"
+
+
+# The first test to use full_vit_kd trains it: 30 epochs take ~10 s on 2 idle cores and were measured
+# at 7-20 min on 2 cores shared with other jobs (load 6-8), beyond the suite's 600 s per test.
+FULL_TRAINING_TIMEOUT = pytest.mark.timeout(2400)
+
+
+@pytest.mark.slow
+@FULL_TRAINING_TIMEOUT
+def test_full_recipe_reproduces_the_packaged_weights_bit_for_bit(full_vit_kd):
+    """On the build the packaged weights record, the whole recipe gives their tensors exactly."""
+    state, metrics, packaged, recorded = full_vit_kd
+    same, why = zoo.same_build(recorded, metrics["build"])
+    if not same:
+        pytest.skip(f"bit-for-bit only on the weights' own build: {why}; the cross-CPU test checks the model")
+    assert _check_reproduction("vit-kd", state, metrics, packaged, recorded) == "exact"
+
+
+@pytest.mark.slow
+@FULL_TRAINING_TIMEOUT
+def test_full_recipe_reproduces_the_packaged_model_on_any_cpu(full_vit_kd):
+    """The whole recipe gives the packaged model on this machine: bit for bit on its build, else within tolerance.
+
+    Across CPU kernels (measured, table above): relative L2 difference <= 0.0061 and max |weight
+    difference| <= 0.026 against tolerances 0.03 and 0.1; >= 539/540 equal test predictions (>= 99 %
+    asserted), test accuracy within 0.0019 (0.01 asserted).
+    """
+    state, metrics, packaged, recorded = full_vit_kd
+    assert _check_reproduction("vit-kd", state, metrics, packaged, recorded) in ("exact", "cross-cpu")
+
+
+@pytest.mark.slow
+@FULL_TRAINING_TIMEOUT
+def test_reproduction_check_on_a_cpu_other_than_the_recording_one(full_vit_kd):
+    """A complete record of another CPU's kernels (faked: this build with AVX2 / DEFAULT) takes the tolerance branch, and passes."""
+    state, metrics, packaged, _ = full_vit_kd
+    for other in ("AVX2", "DEFAULT"):
+        if other == metrics["build"]["cpu_capability"]:
+            continue
+        faked = dict(metrics["build"], cpu_capability=other)
+        assert _check_reproduction("vit-kd", state, metrics, packaged, faked) == "cross-cpu"
+
+
+def test_same_build_decides_bit_for_bit():
+    here = zoo.training_build()
+    assert set(here) == set(zoo.BUILD_FIELDS) and here["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert here["torch"] == torch.__version__ and here["threads"] == torch.get_num_threads()
+    assert zoo.same_build(here, here) == (True, "same build")
+    same, why = zoo.same_build(dict(here, cpu_capability="AVX2" if here["cpu_capability"] != "AVX2" else "AVX512"), here)
+    assert not same and "cpu_capability" in why
+    same, why = zoo.same_build(dict(here, torch="2.2.0"), here)
+    assert not same and "torch 2.2.0 there" in why
+    # the packaged files predate the record: what is missing means "not the same build", never a guess
+    same, why = zoo.same_build(zoo.recorded_build(zoo.packaged_weights_dir() / "vit-kd.safetensors"), here)
+    assert not same and "does not record" in why
+
+
+def test_trained_files_record_their_build(monkeypatch, tmp_path):
+    """`satkit zoo train` writes the build into each file's metadata; recorded_build reads it back."""
+    a = zoo.ZOO_ARCHS["vit"]
+    monkeypatch.setitem(zoo.ZOO_ARCHS, "vit", dataclasses.replace(a, recipe=dataclasses.replace(a.recipe, epochs=1)))
+    zoo.train_zoo(["vit-s1"], out_dir=tmp_path)
+    rec = zoo.recorded_build(tmp_path / "vit-s1.safetensors")
+    assert rec == zoo.training_build()
+    assert zoo.same_build(rec) == (True, "same build")
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -8,7 +8,6 @@ import sys
 from fractions import Fraction
 from typing import Iterator, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -31,7 +30,7 @@ STATE = State()
 class SatkitGroup(TyperGroup):
     """Turn SatkitError (bad input) into one line on stderr and exit code 2; never a traceback."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except SatkitError as e:
@@ -41,10 +40,10 @@ class SatkitGroup(TyperGroup):
             msg = printable(" ".join(str(e).split()))
             if isinstance(e, ParameterError):  # the library names settings by field; here they are options
                 msg = S.flag_message(msg)
-            click.echo(f"satkit: error: {msg}", err=True)
+            typer.echo(f"satkit: error: {msg}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
-            click.echo("satkit: interrupted", err=True)
+            typer.echo("satkit: interrupted", err=True)
             ctx.exit(130)
         except BrokenPipeError:
             # the reader went away (`satkit ... | head`): stop quietly like coreutils;

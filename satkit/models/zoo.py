@@ -32,11 +32,16 @@ distillation).
 
 Training is :func:`satkit.models.train.fit` (shared with distillation), which
 preprocesses through :func:`satkit.models.wrapper.preprocess` like the evaluation
-wrapper. Training is seeded and deterministic on CPU: the same seed and the
-same torch thread count give bit-identical weights (the packaged weights were
-trained with ``torch.set_num_threads(2)``; another thread count changes the
-float reduction order, so the weights differ slightly, not the accuracy). This
-module never prints or exits; progress is reported only through callbacks.
+wrapper. Training is seeded and deterministic on CPU: the same seed, torch
+and timm build, CPU (its kernels: AVX-512, AVX2, ...) and thread count give
+bit-identical weights (the packaged weights were trained with
+``torch.set_num_threads(2)``). Another thread count or CPU changes the float
+rounding, and 30 epochs of training amplify it: the weights differ by up to a
+few percent of their norm, the predictions do not (tests/test_zoo_strategies.py
+has the measured numbers). So every weights file records the build that made it
+(:func:`training_build`, :func:`recorded_build`), and a reproduction is compared
+bit for bit only on the same build. This module never prints or exits; progress
+is reported only through callbacks.
 """
 
 from __future__ import annotations
@@ -386,6 +391,61 @@ def find_weights(name: str) -> Path | None:
     return None
 
 
+# The build a weights file was trained with: the "build" metadata key of files written by
+# train_zoo; for files older than that key (the packaged set), BUILD_FILE in the same folder.
+BUILD_KEY = "build"
+BUILD_FILE = "build.json"
+BUILD_FIELDS = ("torch", "timm", "cpu_capability", "cpu", "threads")
+
+
+def _cpu_name() -> str | None:
+    """The CPU's model name (Linux: /proc/cpuinfo), else platform.processor(); None if unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or None
+
+
+def training_build() -> dict:
+    """What decides the bits of a CPU training run here: torch and timm builds, CPU kernels, CPU, threads."""
+    import timm
+
+    return {"torch": torch.__version__, "timm": timm.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": _cpu_name(),
+            "threads": torch.get_num_threads()}
+
+
+def recorded_build(path: Path) -> dict:
+    """The build a zoo weights file records (:func:`training_build` fields; None where not recorded)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(BUILD_KEY)
+    if raw is None:
+        side = path.parent / BUILD_FILE
+        rec = json.loads(side.read_text(encoding="utf-8")).get("build", {}) if side.is_file() else {}
+    else:
+        rec = json.loads(raw)
+    return {k: rec.get(k) for k in BUILD_FIELDS}
+
+
+def same_build(recorded: Mapping, current: Mapping | None = None) -> tuple[bool, str]:
+    """Whether ``current`` (default: this process) is the recorded build, so training is bit-identical; and why not."""
+    current = training_build() if current is None else current
+    missing = [k for k in BUILD_FIELDS if recorded.get(k) is None]
+    if missing:
+        return False, f"the weights' build does not record {', '.join(missing)}"
+    differ = [f"{k} {recorded[k]} there, {current.get(k)} here" for k in BUILD_FIELDS if recorded[k] != current.get(k)]
+    return (not differ), "; ".join(differ) or "same build"
+
+
 def build_zoo_module(name_or_arch: str) -> tuple[nn.Module, DataConfig, ZooArch]:
     """An un-trained module (eval mode) for ``resnet-s1``/``digits/resnet-s1`` or an architecture ``resnet``."""
     arch, _ = _resolve(name_or_arch)
@@ -434,6 +494,7 @@ def train_zoo_model(
     seconds = time.perf_counter() - t0
     test = load_digits_set("test")
     metrics = {
+        "build": training_build(),
         "test_accuracy": accuracy(predict(model, arch.data_config, test.images), test.labels),
         "train_seconds": seconds,
         "epochs": epochs,
@@ -495,8 +556,9 @@ def train_zoo(
         tw = out / f"{m.teacher}{WEIGHTS_SUFFIX}" if m.teacher is not None else None
         state, metrics = train_zoo_model(m.name, progress=cb, teacher_weights=tw if tw is not None and tw.is_file() else None)
         path = out / f"{m.name}{WEIGHTS_SUFFIX}"
-        meta = {"satkit_zoo": m.name, "arch": m.arch, "seed": str(m.seed), "test_accuracy": f"{metrics['test_accuracy']:.4f}"}
-        if m.is_variant:  # the seed models' files keep exactly their old metadata
+        meta = {"satkit_zoo": m.name, "arch": m.arch, "seed": str(m.seed), "test_accuracy": f"{metrics['test_accuracy']:.4f}",
+                BUILD_KEY: json.dumps(metrics["build"], sort_keys=True)}
+        if m.is_variant:
             meta["training"] = m.training
             meta["recipe"] = json.dumps(dataclasses.asdict(m.recipe()), sort_keys=True)
             if m.teacher is not None:
