@@ -36,7 +36,7 @@ def wso(ws):  # noqa: F811
         os.link(d / "t.csv", d / "t_hardlink.csv")
         (d / "t_symlink.csv").symlink_to(d / "t.csv")
         os.mkfifo(d / "fifo.csv")
-        (d / "null.csv").symlink_to(os.devnull)  # only ever stat()ed: the real /dev/null is never written
+        (d / "zero.csv").symlink_to("/dev/zero")  # a device that is not the null device: only ever stat()ed
     if not (d / "t_formula.csv").exists():  # a hand-edited transfer table naming its model `=1+1`
         (d / "t_formula.csv").write_text((d / "t.csv").read_text().replace("good", "=1+1"))
     if not (d / "study").exists():  # a study `approx --study` reads (its files only checked, never read, here)
@@ -55,7 +55,7 @@ CASES = [
     ("matrix-long-is-input", ["matrix", "{d}/t.csv", "-o", "{out}.csv", "--long", "{d}/t.csv"], ["--long", "is also an input"]),
     ("matrix-output-and-long-same-file", ["matrix", "{d}/t.csv", "-o", "{out}.csv", "--long", "{out}.csv"], ["-o and --long name the same file", "its own path"]),
     ("matrix-output-fifo", ["matrix", "{d}/t.csv", "-o", "{d}/fifo.csv"], ["fifo.csv is a device/FIFO", "- for stdout"]),
-    ("matrix-output-symlink-to-dev-null", ["matrix", "{d}/t.csv", "-o", "{d}/null.csv"], ["device/FIFO"]),
+    ("matrix-output-symlink-to-dev-zero", ["matrix", "{d}/t.csv", "-o", "{d}/zero.csv"], ["device/FIFO"]),
     ("matrix-formula-name-in-table", ["matrix", "{d}/t_formula.csv", "-o", "{out}.csv"], ["not writing", "'=1+1'", "spreadsheets run as a formula"]),
     ("cluster-output-is-input", ["cluster", "{d}/sat.csv", "-o", "{d}/sat.csv"], ["-o", "is also an input"]),
     ("cluster-keywords-is-input", ["cluster", "{d}/sat.csv", "-o", "{out}.csv", "--keywords", "{d}/sat.csv"], ["--keywords", "is also an input"]),
@@ -65,7 +65,7 @@ CASES = [
     ("ensemble-summary-is-input", ["ensemble", "{d}/l1.safetensors", "{d}/l2.safetensors", "--summary", "{d}/l1.safetensors"], ["--summary", "is also an input"]),
     ("ensemble-grid-is-sat", ["ensemble", "{d}/l1.safetensors", "{d}/l2.safetensors", "--sat", "{d}/sat.csv", "-k", "2", "--grid", "{d}/sat.csv"], ["--grid", "is also an input"]),
     ("merge-output-is-shard", ["merge", "{d}/adv.safetensors", "-o", "{d}/adv.safetensors"], ["is also an input"]),
-    ("cards-export-dev-null", ["cards", "export", "-o", "{d}/null.csv"], ["device/FIFO"]),
+    ("cards-export-dev-zero", ["cards", "export", "-o", "{d}/zero.csv"], ["device/FIFO"]),
     ("distill-output-is-teacher", ["distill", "--teacher", "{d}/weights_misfit.safetensors", "--arch", "digits/resnet", "--student", "digits/vit", "-o", "{d}/weights_misfit.safetensors"], ["-o", "is also an input"]),
     ("distill-metrics-not-a-metrics-table", ["distill", "--student", "digits/vit", "-o", "{out}.safetensors", "--metrics", "{d}/t.csv"], ["t.csv", "not a satkit distill metrics table"]),
     ("distill-metrics-is-output", ["distill", "--student", "digits/vit", "-o", "{out}.safetensors", "--metrics", "{out}.safetensors"], ["-o and --metrics name the same file"]),

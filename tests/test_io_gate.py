@@ -81,15 +81,23 @@ def test_new_file_mode_is_not_0644_under_open_umask(tmp_path):
 # ----------------------------------------------------------------------------- devices, FIFOs, sockets
 
 
-def test_symlink_to_dev_null_is_refused(tmp_path):
+def test_symlink_to_dev_null_keeps_nothing(tmp_path):
+    """The null device is the shell's "keep nothing": written through a private temporary, never replaced."""
     link = tmp_path / "null.csv"
     link.symlink_to(os.devnull)
-    with pytest.raises(OutputError, match="is a device/FIFO, not a file") as e:
-        write_table(pl.DataFrame({"a": [1]}), link)
-    assert "- for stdout" in str(e.value) and len(str(e.value).splitlines()) == 1
+    write_table(pl.DataFrame({"a": [1]}), link)
     assert link.is_symlink() and os.readlink(link) == os.devnull
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
     assert _no_partials(tmp_path)
+
+
+def test_symlink_to_another_device_is_refused(tmp_path):
+    link = tmp_path / "zero.csv"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(OutputError, match="is a device/FIFO, not a file") as e:
+        write_table(pl.DataFrame({"a": [1]}), link)
+    assert "- for stdout" in str(e.value) and len(str(e.value).splitlines()) == 1
+    assert link.is_symlink() and os.readlink(link) == "/dev/zero"
 
 
 def test_fifo_is_refused(tmp_path):
