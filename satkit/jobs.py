@@ -18,7 +18,6 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -27,8 +26,9 @@ from satkit.attacks.shards import attack_shard
 from satkit.data import CleanSet, DataRequest, FolderImages, ImageStream, default_eps
 from satkit.data.stream import default_workers
 from satkit.errors import ParameterError, SatkitError
+from satkit.formats.attack import AttackHeader, AttackRequest
+from satkit.formats.files import SatkitFile, read_satkit_file
 from satkit.io.atomic import check_outputs
-from satkit.io.tensorfile import SatkitFile, read_satkit_file
 from satkit.logits import compute_logits, save_logits
 from satkit.models import LoadedModel, ModelOptions, load_model
 from satkit.models.batching import default_batch_size, resolve_batch_size
@@ -69,49 +69,37 @@ class AttackOutcome:
     path: Path
     name: str
     ran: bool  # False: a current file was reused
-    provenance: dict[str, Any]
+    header: AttackHeader
     model_loads: int = 0
     forward_samples: int = 0  # images through the source: 1 per sample (clean) + gradients + 1 per attacked sample
     seconds: float = 0.0
 
     @property
     def stats(self) -> dict[str, float]:
-        return self.provenance.get("stats", {})
+        """The attack's stats as a plain dict (a study's job report carries it)."""
+        return self.header.stats.to_dict() if self.header.stats is not None else {}
 
     @property
     def n(self) -> int:
-        return int(self.provenance.get("data", {}).get("n", 0))
+        return int(self.header.data.n or 0)
 
 
 def attack_is_current(path: str | Path, *, name: str, weights_id: str | None, params: AttackParams,
-                      fingerprint: str, amp: str = "off") -> dict[str, Any] | None:
-    """The provenance of the attack file at ``path`` if it was made from exactly these inputs, else None.
+                      fingerprint: str, amp: str = "off") -> AttackHeader | None:
+    """The header of the attack file at ``path`` if it answers this request (:meth:`AttackHeader.answers`), else None.
 
-    Inputs: model name and weights, attack parameters (incl. storage dtype),
-    the clean set's fingerprint, and the autocast mode. Unknown weights
-    (``weights_id`` None) never match: redoing is safe, trusting a stale file is not.
-    The batch size is not an input: it changes the order of float sums, not the attack.
+    A missing, damaged or foreign file answers nothing: redo.
     """
     p = Path(path)
     if weights_id is None or not p.is_file():
         return None
+    req = AttackRequest(name=name, weights_id=weights_id, attack=params.to_dict(), storage=params.storage,
+                        fingerprint=fingerprint, amp=amp)
     try:
-        f = read_satkit_file(p, "satkit.attack", verify=False)  # a peek; the file is verified when used
+        h = read_satkit_file(p, "satkit.attack", verify=False).header  # a peek; the file is verified when used
     except SatkitError:
-        return None  # damaged or foreign: redo
-    prov = f.provenance
-    model = prov.get("model") if isinstance(prov.get("model"), dict) else {}
-    data = prov.get("data") if isinstance(prov.get("data"), dict) else {}
-    ok = (
-        not prov.get("shard")
-        and model.get("name") == name
-        and model.get("weights_id") == weights_id
-        and data.get("fingerprint") == fingerprint
-        and prov.get("attack") == params.to_dict()
-        and prov.get("storage_dtype") == params.storage
-        and prov.get("amp", "off") == amp
-    )
-    return prov if ok else None
+        return None
+    return h if h.answers(req) else None
 
 
 def _open_source(job: AttackJob, clean: CleanSet | None, stack: contextlib.ExitStack, device: torch.device):
@@ -149,10 +137,10 @@ def attack_into_file(
     check_outputs({"output": out}, inputs=[model_file, *job.data.inputs()])
     if reuse:
         clean = clean if clean is not None else job.data.load()
-        prov = attack_is_current(out, name=job.name, weights_id=expected_weights_id(job.model, job.model_options),
-                                 params=params, fingerprint=clean.fingerprint, amp=job.amp)
-        if prov is not None:
-            return AttackOutcome(Path(out), job.name, ran=False, provenance=prov)
+        current = attack_is_current(out, name=job.name, weights_id=expected_weights_id(job.model, job.model_options),
+                                    params=params, fingerprint=clean.fingerprint, amp=job.amp)
+        if current is not None:
+            return AttackOutcome(Path(out), job.name, ran=False, header=current)
     with contextlib.ExitStack() as stack:
         src = _open_source(job, clean, stack, device)
         lm = prepare_model(load_model(job.model, job.model_options, device), compile=job.compile)
@@ -164,8 +152,10 @@ def attack_into_file(
         else:
             res = run_attack(lm, src, params, batch_size=bs, amp=job.amp, progress=progress)
     save_attack(res, out, rerun=rerun)
-    return AttackOutcome(Path(out), lm.name, ran=True, provenance=res.provenance, model_loads=1,
-                         forward_samples=len(res.tensors["labels"]) + res.provenance["stats"]["attacked"] * (params.gradients_per_sample + 1), seconds=time.perf_counter() - t0)
+    attacked = res.header.stats.attacked
+    return AttackOutcome(Path(out), lm.name, ran=True, header=res.header, model_loads=1,
+                         forward_samples=len(res.tensors["labels"]) + attacked * (params.gradients_per_sample + 1),
+                         seconds=time.perf_counter() - t0)
 
 
 @dataclass
@@ -200,16 +190,16 @@ def evaluate_target(
     lm = prepare_model(load_model(spec, model_options, device), compile=compile)
     ref = files[0]
     sample = ref.head("clean", 2)
-    check_fits(lm, sample, int(ref.provenance["data"]["num_classes"]), str(ref.provenance["data"].get("source", ref.path)))
-    bs = resolve_batch_size(batch_size, lm, sample[:1], kind="transfer", n=int(ref.provenance["data"]["n"]), amp=amp)
+    data = ref.header.data
+    check_fits(lm, sample, int(data.num_classes), str(data.source if data.source is not None else ref.path))
+    bs = resolve_batch_size(batch_size, lm, sample[:1], kind="transfer", n=int(data.n), amp=amp)
     own = own_attack if own_attack is not None and _made_by(own_attack, lm) else None
     res = run_transfer(lm, files, batch_size=bs, amp=amp, per_sample=per_sample, own_attack=own, progress=progress)
     return TargetOutcome(lm.name, lm.weights_id, res, own_attack_used=own is not None)
 
 
 def _made_by(f: SatkitFile, lm: LoadedModel) -> bool:
-    m = f.provenance.get("model", {})
-    return m.get("name") == lm.name and m.get("weights_id") == lm.weights_id
+    return f.header.model.same_weights(lm.name, lm.weights_id)
 
 
 __all__ = [

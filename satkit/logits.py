@@ -10,16 +10,15 @@ hence the same data fingerprint):
   as ``--data`` (its clean set is reused exactly); left out with
   ``store_images=False`` (5,000 ImageNet images are 750 MB per file)
 
-Provenance: ``command``, ``versions``, ``model`` (as in attack files), ``data``
-(:func:`satkit.provenance.data_provenance`: source, fingerprint, n, ...),
-``amp``, ``numerics`` (:func:`satkit.devices.numerics`: device, GPU, CUDA/cuDNN,
-TF32 and determinism settings) and ``stats`` (top-1 accuracy). :func:`open_logits_files` reads several
-files and refuses to combine files made from different clean sets.
+Provenance: :class:`satkit.formats.logits.LogitsHeader` (``command``, ``versions``, ``model``
+as in attack files, ``data``: source, fingerprint, n, ..., ``amp``, ``numerics``: device, GPU,
+CUDA/cuDNN, TF32 and determinism settings, ``stats``: top-1 accuracy). :func:`open_logits_files`
+reads several files and refuses to combine files made from different clean sets.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,17 +29,23 @@ from satkit.attacks.runner import check_labels
 from satkit.data.base import CleanSet
 from satkit.devices import model_numerics, resolve_amp
 from satkit.errors import InputFileError, MismatchError, ParameterError
-from satkit.io.tensorfile import read_satkit_file, write_satkit_file
+from satkit.formats.files import read_satkit_file, write_satkit_file
+from satkit.formats.logits import FORMAT as LOGITS_FORMAT
+from satkit.formats.logits import LogitsHeader
+from satkit.formats.sections import DataInfo, ModelInfo
 from satkit.models.wrapper import LoadedModel
 from satkit.provenance import ProgressFn, data_provenance, versions
-
-LOGITS_FORMAT = "satkit.logits"
 
 
 @dataclass
 class LogitsResult:
     tensors: dict[str, torch.Tensor]
-    provenance: dict[str, Any]
+    header: LogitsHeader
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """The header as the file stores it."""
+        return self.header.to_dict()
 
     @property
     def accuracy(self) -> float:
@@ -74,35 +79,27 @@ def compute_logits(
     tensors = {"logits": out, "labels": data.labels.clone(), "ids": data.ids.clone()}
     if store_images:
         tensors["clean"] = data.images.clone()
-    prov: dict[str, Any] = {
-        "command": "logits",
-        "versions": versions(),
-        "model": model.provenance(),
-        "data": data_provenance(data),
-        "amp": amp,
-        "numerics": numerics,
-    }
-    res = LogitsResult(tensors, prov)
-    prov["stats"] = {"clean_accuracy": round(res.accuracy, 6)}
+    header = LogitsHeader(command="logits", versions=versions(), model=ModelInfo.parse(model.provenance()),
+                          data=DataInfo.parse(data_provenance(data)), amp=amp, numerics=numerics)
+    res = LogitsResult(tensors, header)
+    res.header = replace(header, clean_accuracy=round(res.accuracy, 6))
     return res
 
 
 def logits_from_attack(path: str | Path) -> LogitsResult:
     """The source model's clean logits stored in an attack file, as a logits result (no model run)."""
     f = read_satkit_file(path, "satkit.attack")
-    prov = {k: f.provenance[k] for k in ("versions", "model", "data", "amp", "numerics") if k in f.provenance}
-    prov["command"] = "logits"
-    prov["from_attack"] = f.provenance.get("attack_key")
-    res = LogitsResult({"logits": f.get("clean_logits"), "labels": f.get("labels"), "ids": f.get("ids")}, prov)
-    prov["stats"] = {"clean_accuracy": round(res.accuracy, 6)}
+    a = f.header
+    header = LogitsHeader(command="logits", versions=a.versions, model=a.model, data=a.data, amp=a.amp,
+                          numerics=a.numerics, from_attack=a.attack_key)
+    res = LogitsResult({"logits": f.get("clean_logits"), "labels": f.get("labels"), "ids": f.get("ids")}, header)
+    res.header = replace(header, clean_accuracy=round(res.accuracy, 6))
     return res
 
 
 def save_logits(result: LogitsResult, path: str | Path, rerun: str | None = None) -> Path:
-    prov = dict(result.provenance)
-    if rerun:
-        prov["rerun"] = rerun
-    return write_satkit_file(path, LOGITS_FORMAT, result.tensors, prov)
+    header = replace(result.header, rerun=rerun) if rerun else result.header
+    return write_satkit_file(path, header, result.tensors)
 
 
 @dataclass
@@ -115,7 +112,12 @@ class Logits:
     labels: np.ndarray  # int64 (N,)
     ids: np.ndarray  # int64 (N,)
     fingerprint: str
-    provenance: dict[str, Any]
+    header: LogitsHeader
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """The header as the file stores it."""
+        return self.header.to_dict()
 
     @property
     def error(self) -> float:
@@ -135,11 +137,7 @@ def read_logits(path: str | Path) -> Logits:
     for key in ("logits", "labels", "ids"):
         if key not in f.keys:
             raise InputFileError(f"{f.path}: tensor '{key}' is missing; the file is incomplete")
-    prov = f.provenance
-    name = prov.get("model", {}).get("name")
-    fp = prov.get("data", {}).get("fingerprint")
-    if not name or not fp:
-        raise InputFileError(f"{f.path}: provenance lacks the model name or data fingerprint; remake it with `satkit logits`")
+    h: LogitsHeader = f.header  # its checks: a model name and a data fingerprint are there
     logits = f.get("logits").to(torch.float32).numpy()
     labels = f.get("labels").to(torch.int64).numpy()
     ids = f.get("ids").to(torch.int64).numpy()
@@ -147,7 +145,8 @@ def read_logits(path: str | Path) -> Logits:
         raise InputFileError(f"{f.path}: logits {logits.shape}, labels {labels.shape}, ids {ids.shape} do not fit; the file is damaged")
     if not np.all(np.isfinite(logits)):
         raise InputFileError(f"{f.path}: holds NaN/inf logits; remake it with `satkit logits`")
-    return Logits(name=str(name), path=f.path, logits=logits, labels=labels, ids=ids, fingerprint=str(fp), provenance=prov)
+    return Logits(name=str(h.model.name), path=f.path, logits=logits, labels=labels, ids=ids,
+                  fingerprint=str(h.data.fingerprint), header=h)
 
 
 def open_logits_files(paths: Iterable[str | Path]) -> list[Logits]:

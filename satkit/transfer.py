@@ -25,8 +25,9 @@ from safetensors import safe_open
 from satkit.attacks.quantize import as_float
 from satkit.devices import model_numerics, resolve_amp
 from satkit.errors import DataError, InputFileError, MismatchError, ParameterError
+from satkit.formats.files import SatkitFile, read_satkit_file
+from satkit.formats.transfer import ADDED_COLUMNS, TRANSFER_SCHEMA, source_columns
 from satkit.io.prefetch import ahead, pinned
-from satkit.io.tensorfile import SatkitFile, read_satkit_file
 from satkit.models.registry import ensure_num_classes
 from satkit.models.wrapper import LoadedModel
 from satkit.provenance import ProgressFn
@@ -45,13 +46,7 @@ class TransferResult:
         return pl.concat(self.per_sample) if self.per_sample else pl.DataFrame()
 
 
-TRANSFER_SCHEMA = {
-    "source": pl.Utf8, "target": pl.Utf8, "n": pl.Int64, "n_source_correct": pl.Int64, "n_target_correct": pl.Int64,
-    "n_both": pl.Int64, "n_fooled": pl.Int64, "fingerprint": pl.Utf8, "attack_key": pl.Utf8,
-    "target_weights_id": pl.Utf8, "eps": pl.Float64, "steps": pl.Int64, "attack": pl.Utf8, "n_same_class": pl.Int64,
-}
-# columns added after the first release: tables written before them are still read (the column is empty)
-ADDED_COLUMNS = ("n_same_class",)
+__all__ = ["ADDED_COLUMNS", "TRANSFER_SCHEMA", "TransferResult", "open_attack_files", "run_transfer"]
 
 
 def open_attack_files(paths: Iterable[str], verify: bool = True) -> list[SatkitFile]:
@@ -67,21 +62,19 @@ def open_attack_files(paths: Iterable[str], verify: bool = True) -> list[SatkitF
         for key in ("clean", "adv", "labels", "ids", "source_correct"):
             if key not in f.keys:
                 raise InputFileError(f"{f.path}: tensor '{key}' is missing; the file is incomplete")
-        sh = f.provenance.get("shard")
-        if sh:
+        sh = f.header.shard  # the header's checks: a data fingerprint is there
+        if sh is not None:
             raise InputFileError(
-                f"{f.path} holds only shard {sh.get('index')}/{sh.get('count')} of an attack; "
+                f"{f.path} holds only shard {sh.index}/{sh.count} of an attack; "
                 "join all shards first: satkit merge SHARD_FILES... -o FILE"
             )
-        if "data" not in f.provenance or "fingerprint" not in f.provenance.get("data", {}):
-            raise InputFileError(f"{f.path}: provenance has no data fingerprint; remake it with `satkit attack`")
-    ref = files[0]
+    ref = files[0].header.data.fingerprint
     for f in files[1:]:
-        if f.provenance["data"]["fingerprint"] != ref.provenance["data"]["fingerprint"]:
+        fp = f.header.data.fingerprint
+        if fp != ref:
             raise MismatchError(
-                f"{f.path} and {ref.path} were made from different clean sets (fingerprints "
-                f"{f.provenance['data']['fingerprint'][:8]} vs {ref.provenance['data']['fingerprint'][:8]}); "
-                "attack every model on the same --data/--n/--seed"
+                f"{f.path} and {files[0].path} were made from different clean sets (fingerprints "
+                f"{fp[:8]} vs {ref[:8]}); attack every model on the same --data/--n/--seed"
             )
     return files
 
@@ -125,10 +118,10 @@ def run_transfer(
             "the attack files were made for another label set"
         )
     res = TransferResult(rows=[])
-    own = [own_attack] if own_attack is not None else [f for f in files if f.provenance.get("model", {}).get("name") == target.name
-           and f.provenance.get("model", {}).get("weights_id") == target.weights_id]
+    own = [own_attack] if own_attack is not None else [
+        f for f in files if f.header.model.same_weights(target.name, target.weights_id)]
     with model_numerics(target.device, amp):
-        if own and own[0].provenance["data"]["fingerprint"] == ref.provenance["data"]["fingerprint"]:
+        if own and own[0].header.data.fingerprint == ref.header.data.fingerprint:
             target_correct = own[0].get("source_correct")
         else:
             target_correct = _predict(target, clean, batch_size, amp_dtype) == labels
@@ -147,7 +140,6 @@ def run_transfer(
 
 
 def _transfer_one(target, f: SatkitFile, labels, target_correct, batch_size, amp_dtype, per_sample):
-    prov = f.provenance
     src_correct = f.get("source_correct")
     if not torch.equal(f.get("labels"), labels):
         raise MismatchError(f"{f.path}: labels differ from the other attack files although the fingerprint matches")
@@ -168,21 +160,21 @@ def _transfer_one(target, f: SatkitFile, labels, target_correct, batch_size, amp
             adv_pred[idx] = target.logits_of(ahead(read, _batches(len(idx), batch_size)), len(idx), amp_dtype).argmax(1)
     fooled = both & (adv_pred != labels)
     same = fooled & (adv_pred == f.get("source_adv_pred")) if "source_adv_pred" in f.keys else None
-    attack = prov.get("attack", {})
+    src = source_columns(f.header)
     row = {
-        "source": prov["model"]["name"],
+        "source": src["source"],
         "target": target.name,
         "n": int(len(labels)),
         "n_source_correct": int(src_correct.sum()),
         "n_target_correct": int(target_correct.sum()),
         "n_both": int(both.sum()),
         "n_fooled": int(fooled.sum()),
-        "fingerprint": prov["data"]["fingerprint"],
-        "attack_key": prov.get("attack_key", ""),
+        "fingerprint": src["fingerprint"],
+        "attack_key": src["attack_key"],
         "target_weights_id": target.weights_id,
-        "eps": float(attack.get("eps", float("nan"))),
-        "steps": int(attack.get("steps", 0)),
-        "attack": str(attack.get("attack", "")),
+        "eps": src["eps"],
+        "steps": src["steps"],
+        "attack": src["attack"],
         "n_same_class": int(same.sum()) if same is not None else None,
     }
     ps = None

@@ -138,7 +138,7 @@ def test_cli_study_mode(studies, tmp_path):
     assert df.height == 9 and (df["kind"] == "exact").all()
     s = json.loads((tmp_path / "a.json").read_text())
     assert "digits/resnet-s1" in s["joined_members"]
-    from satkit.io.tensorfile import read_satkit_file
+    from satkit.formats import read_satkit_file
 
     f = read_satkit_file(tmp_path / "new.safetensors", "satkit.attack")
     assert f.provenance["data"]["fingerprint"] == read_study(s9).fingerprint

@@ -8,7 +8,7 @@ import torch
 from satkit.attacks import AttackParams, run_attack, save_attack
 from satkit.attacks.quantize import eps_steps_uint8, quantize_adv
 from satkit.errors import DataError, ParameterError
-from satkit.io import read_satkit_file
+from satkit.formats import read_satkit_file
 from tests.conftest import tiny_model
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from satkit.io import read_satkit_file
+from satkit.formats import read_satkit_file
 from tests.cli_helpers import run
 
 MODELS = ("digits/resnet-s1", "digits/vit-s1", "digits/mixer-s1")

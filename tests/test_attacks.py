@@ -9,7 +9,7 @@ from satkit.attacks import ATTACKS, AttackParams, run_attack, save_attack
 from satkit.attacks.lowfreq import lowpass_projection
 from satkit.attacks.noise import SampleNoise
 from satkit.errors import ParameterError
-from satkit.io import read_satkit_file
+from satkit.formats import read_satkit_file
 from tests.cli_helpers import assert_clean_error, run
 from tests.conftest import tiny_model
 from tests.test_attack import _bound_holds

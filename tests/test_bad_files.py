@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from satkit.cli.app import app
 from tests.cli_helpers import run_bad_case
 from satkit.io.pixels import eps_steps_uint8
-from satkit.io.tensorfile import write_satkit_file
+from satkit.io.tensorfile import write_tensor_file
 from tests.test_verify import rewrite
 
 runner = CliRunner()
@@ -113,12 +113,12 @@ def ws(tmp_path_factory):
     rewrite(d / "adv_f16.safetensors", d / "f16_outside.safetensors", _put("adv", _at((0, 0, 0, 0), 1.5)))
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     for name, logits in (("l_ok", torch.randn(6, 10)), ("l_nan", torch.full((6, 10), float("nan")))):
-        write_satkit_file(d / f"{name}.safetensors", "satkit.logits", {"logits": logits, "labels": labels, "ids": torch.arange(6)},
+        write_tensor_file(d / f"{name}.safetensors", "satkit.logits", {"logits": logits, "labels": labels, "ids": torch.arange(6)},
                           {"command": "logits", "model": {"name": name}, "data": {"fingerprint": "f"}})
     images = torch.rand(6, 1, 16, 16)
     images[0, 0, 0, 0] = float("nan")
-    write_satkit_file(d / "data_nan.safetensors", "satkit.data", {"images": images, "labels": labels}, {"num_classes": 10})
-    from satkit.io.tensorfile import read_satkit_file
+    write_tensor_file(d / "data_nan.safetensors", "satkit.data", {"images": images, "labels": labels}, {"num_classes": 10})
+    from satkit.formats import read_satkit_file
 
     assert read_satkit_file(a, "satkit.attack").provenance["attack"]["eps"] == eps
     for good in ("adv_f16", "shard0", "shard1"):  # the cut files are sound: each case fails for its own defect

@@ -74,11 +74,11 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_tensor_file_roundtrip(tmp_path):
-    from satkit.io.tensorfile import write_satkit_file
+    from satkit.io.tensorfile import write_tensor_file
 
     imgs = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
     labels = torch.arange(10) % 2
-    write_satkit_file(tmp_path / "d.safetensors", "satkit.data", {"images": imgs, "labels": labels}, {"num_classes": 2})
+    write_tensor_file(tmp_path / "d.safetensors", "satkit.data", {"images": imgs, "labels": labels}, {"num_classes": 2})
     d = load_data(str(tmp_path / "d.safetensors"))
     assert torch.equal(d.images, imgs) and d.num_classes == 2 and d.ids.tolist() == list(range(10))
 

@@ -43,7 +43,7 @@ def test_guide_own_model_section_runs_as_written(tmp_path, monkeypatch):
         assert argv[0] == "satkit"
         run(*argv[1:])
     # the trained model is a real classifier: most held-out digits right
-    from satkit.io.tensorfile import read_satkit_file
+    from satkit.formats import read_satkit_file
 
     attack = read_satkit_file(tmp_path / "mynet.safetensors", "satkit.attack")
     assert float(attack.get("source_correct").float().mean()) > 0.8

@@ -17,7 +17,7 @@ from satkit.logits import open_logits_files, read_logits
 from satkit.matrix.square import write_similarity_matrix
 from satkit.cli.app import app
 from satkit.errors import MismatchError
-from satkit.io.tensorfile import write_satkit_file
+from satkit.io.tensorfile import write_tensor_file
 from tests.cli_helpers import assert_clean_error
 
 runner = CliRunner()
@@ -28,7 +28,7 @@ def write_logits(path, name, logits, labels, fingerprint="fp-test", ids=None):
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     ids = torch.arange(len(labels), dtype=torch.int64) if ids is None else torch.as_tensor(ids, dtype=torch.int64)
     clean = torch.zeros((len(labels), 1, 4, 4), dtype=torch.uint8)
-    write_satkit_file(path, "satkit.logits", {"logits": logits, "labels": labels, "ids": ids, "clean": clean},
+    write_tensor_file(path, "satkit.logits", {"logits": logits, "labels": labels, "ids": ids, "clean": clean},
                       {"command": "logits", "model": {"name": name}, "data": {"fingerprint": fingerprint, "n": len(labels)}})
     return path
 
@@ -218,7 +218,7 @@ def test_names_missing_from_sat_matrix_are_named(tmp_path):
 
 
 def test_attack_file_is_not_a_logits_file(tmp_path):
-    write_satkit_file(tmp_path / "x.safetensors", "satkit.attack", {"adv": torch.zeros(1)}, {})
+    write_tensor_file(tmp_path / "x.safetensors", "satkit.attack", {"adv": torch.zeros(1)}, {})
     r = runner.invoke(app, ["ensemble", str(tmp_path / "x.safetensors"), str(tmp_path / "x.safetensors")])
     assert_clean_error(r, "satkit.logits")
 

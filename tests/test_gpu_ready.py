@@ -28,7 +28,7 @@ from satkit.attacks.runner import random_start_noise
 from satkit.data import default_eps, load_data
 from satkit.devices import model_numerics, numerics
 from satkit.errors import ModelError, SatkitError
-from satkit.io import read_satkit_file
+from satkit.formats import read_satkit_file
 from satkit.io.pixels import as_float, pixels_on, uint8_table
 from satkit.logits import compute_logits, logits_from_attack, save_logits
 from satkit.models import load_model

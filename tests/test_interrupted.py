@@ -34,7 +34,7 @@ def final_files(out: Path):
 
 
 def assert_no_partial_under_final_names(out: Path):
-    from satkit.io import read_satkit_file
+    from satkit.formats import read_satkit_file
     import polars as pl
 
     for p in final_files(out):

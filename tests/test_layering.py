@@ -13,6 +13,7 @@ LAYERS = [
     {"satkit", "satkit.errors", "satkit.limits", "satkit.settings", "satkit.provenance", "satkit.devices",
      "satkit.__main__"},
     {"satkit.io"},
+    {"satkit.formats"},
     {"satkit.data"},
     {"satkit.cards"},
     {"satkit.models"},

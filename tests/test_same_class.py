@@ -9,7 +9,7 @@ import torch
 from satkit.attacks import AttackParams, run_attack, save_attack
 from satkit.data import load_data
 from satkit.errors import InputFileError
-from satkit.io import read_satkit_file
+from satkit.formats import read_satkit_file
 from satkit.matrix.sat import build_matrix
 from satkit.transfer import open_attack_files, run_transfer
 from tests.cli_helpers import assert_clean_error, run

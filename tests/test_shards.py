@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from satkit.attacks.shards import shard_rows
 from satkit.errors import ParameterError
-from satkit.io.tensorfile import read_satkit_file
+from satkit.formats import read_satkit_file
 from tests.cli_helpers import assert_clean_error, run
 
 ARGS = ["attack", "digits/resnet-s1", "--n", 50, "--steps", 2, "--eps", 0.1, "--batch-size", 16, "-q"]

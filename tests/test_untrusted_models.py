@@ -42,7 +42,7 @@ def _study_naming(tmp: Path, model: Path, attack_file: Path) -> Path:
     """A study directory whose study.json names the hostile file next to a zoo model."""
     d = tmp / "study"
     (d / "attacks").mkdir(parents=True)
-    from satkit.io.tensorfile import read_satkit_file
+    from satkit.formats import read_satkit_file
 
     prov = read_satkit_file(attack_file, "satkit.attack").provenance
     from satkit.study import slug

@@ -14,9 +14,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from satkit.errors import DataError, InputFileError, SatkitError
+from satkit.formats import read_satkit_file, verify_file
 from satkit.io.pixels import eps_steps_uint8
-from satkit.io.tensorfile import read_satkit_file, write_satkit_file
-from satkit.io.verify import verify_attack_tensors, verify_file
+from satkit.io.tensorfile import write_tensor_file
 from tests.cli_helpers import run
 
 
@@ -286,10 +286,10 @@ def test_shard_rows_must_match(ws, tmp_path):
 def test_joined_tensors_checked_against_fingerprint(ws):
     f = read_satkit_file(ws / "a.safetensors", "satkit.attack")
     tensors = {k: f.get(k) for k in f.keys}
-    verify_attack_tensors(tensors, f.provenance, "joined")
+    f.header.verify(tensors, "joined")
     tensors["ids"] = tensors["ids"].flip(0)
     with pytest.raises(InputFileError, match="^joined: .*fingerprint.*; remake the shards") as e:
-        verify_attack_tensors(tensors, f.provenance, "joined", todo="remake the shards")
+        f.header.verify(tensors, "joined", todo="remake the shards")
     assert len(str(e.value).splitlines()) == 1
 
 
@@ -300,7 +300,7 @@ def _logits_file(path, **over):
     t = {"logits": torch.randn(6, 4), "labels": torch.tensor([0, 1, 2, 3, 0, 1]), "ids": torch.arange(6),
          "clean": torch.zeros(6, 1, 4, 4, dtype=torch.uint8)}
     t.update(over)
-    write_satkit_file(path, "satkit.logits", t, {"command": "logits", "model": {"name": "m"}, "data": {"fingerprint": "f"}})
+    write_tensor_file(path, "satkit.logits", t, {"command": "logits", "model": {"name": "m"}, "data": {"fingerprint": "f"}})
     return path
 
 
@@ -327,7 +327,7 @@ def _data_file(path, images, labels, ids=None, prov=None):
     t = {"images": images, "labels": labels}
     if ids is not None:
         t["ids"] = ids
-    write_satkit_file(path, "satkit.data", t, prov or {"num_classes": 2})
+    write_tensor_file(path, "satkit.data", t, prov or {"num_classes": 2})
     return str(path)
 
 

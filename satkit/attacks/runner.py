@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,21 +16,27 @@ from satkit.data.base import CleanSet
 from satkit.data.stream import ImageStream
 from satkit.devices import model_numerics, resolve_amp
 from satkit.errors import DataError, ModelError, ParameterError
+from satkit.formats.attack import FORMAT as ATTACK_FORMAT
+from satkit.formats.attack import AttackHeader, AttackSettings, AttackStats
+from satkit.formats.attack import attack_key as attack_key  # re-exported: the key of a provenance dict
+from satkit.formats.files import write_satkit_file
+from satkit.formats.sections import DataInfo, ModelInfo
 from satkit.io.pixels import pixels_on
 from satkit.io.prefetch import ahead
 from satkit.io.prefetch import pinned as _pinned
-from satkit.io.tensorfile import canonical_json, write_satkit_file
 from satkit.models.registry import ensure_num_classes
 from satkit.models.wrapper import LoadedModel
 from satkit.provenance import ProgressFn, data_provenance, versions
 
-ATTACK_FORMAT = "satkit.attack"
-
-
 @dataclass
 class AttackResult:
     tensors: dict[str, torch.Tensor]
-    provenance: dict[str, Any]
+    header: AttackHeader
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """The header as the file stores it."""
+        return self.header.to_dict()
 
     @property
     def clean_accuracy(self) -> float:
@@ -233,41 +239,23 @@ def run_attack(
         "source_adv_pred": source_adv_pred,  # the wrong class each adversarial lands in (same-class rates)
         "clean_logits": clean_logits,
     }
-    prov: dict[str, Any] = {
-        "command": "attack",
-        "versions": versions(),
-        "model": model.provenance(),
-        "attack": params.to_dict(),
-        "data": data_provenance(data),
-        "storage_dtype": params.storage,
-        "amp": amp,
-        "batch_size": batch_size,  # kernels may sum in another order at another batch size: part of "same inputs"
-        "numerics": numerics,
-    }
-    prov["attack_key"] = attack_key(prov)
-    res = AttackResult(tensors, prov)
-    prov["stats"] = {"source_clean_accuracy": round(res.clean_accuracy, 6), "attack_success_rate": round(res.success_rate, 6),
-                     "attacked": attacked}
+    header = AttackHeader(
+        command="attack",
+        versions=versions(),
+        model=ModelInfo.parse(model.provenance()),
+        attack=AttackSettings.parse(params.to_dict()),
+        data=DataInfo.parse(data_provenance(data)),
+        storage_dtype=params.storage,
+        amp=amp,
+        batch_size=batch_size,  # kernels may sum in another order at another batch size: part of "same inputs"
+        numerics=numerics,
+    ).keyed()
+    res = AttackResult(tensors, header)
+    res.header = replace(header, stats=AttackStats(source_clean_accuracy=round(res.clean_accuracy, 6),
+                                                   attack_success_rate=round(res.success_rate, 6), attacked=attacked))
     return res
 
 
-def attack_key(prov: dict[str, Any]) -> str:
-    """Identity of an attack file's content: model weights, attack parameters, clean set, autocast (not versions)."""
-    import hashlib
-
-    core = {
-        "model": {k: prov["model"].get(k) for k in ("name", "weights_id", "data_config")},
-        "attack": prov["attack"],
-        "data": prov["data"]["fingerprint"],
-        "storage": prov["storage_dtype"],
-    }
-    if prov.get("amp", "off") != "off":  # other numerics, other adversarials (absent for full precision: keys stay stable)
-        core["amp"] = prov["amp"]
-    return hashlib.sha256(canonical_json(core).encode()).hexdigest()[:16]
-
-
 def save_attack(result: AttackResult, path: str | Path, rerun: str | None = None) -> Path:
-    prov = dict(result.provenance)
-    if rerun:
-        prov["rerun"] = rerun
-    return write_satkit_file(path, ATTACK_FORMAT, result.tensors, prov)
+    header = replace(result.header, rerun=rerun) if rerun else result.header
+    return write_satkit_file(path, header, result.tensors)

@@ -23,17 +23,17 @@ def info(
 
         satkit info adv/resnet50.safetensors --json | jq .attack
     """
-    from satkit.io.tensorfile import FORMAT_VERSIONS, read_satkit_file
+    from satkit.formats.files import read_satkit_file
+    from satkit.io.tensorfile import FORMAT_VERSIONS
 
     f = read_satkit_file(file, tuple(FORMAT_VERSIONS))
     if as_json:
-        # ensure_ascii: control and bidi characters from the file come out as \uXXXX escapes, never raw
+        # the provenance as stored; ensure_ascii: control and bidi characters from the file come out as \uXXXX escapes
         typer.echo(json.dumps({"format": f.format, "format_version": f.version, "provenance": f.provenance},
                               indent=2, sort_keys=True, ensure_ascii=True))
         return
     from safetensors import safe_open
 
-    from satkit.io.pixels import eps_steps_uint8
     from satkit.provenance import printable
 
     lines = [f"{file}: {f.format} v{f.version}"]
@@ -41,31 +41,60 @@ def info(
         for k in sorted(f.keys):
             sl = sf.get_slice(k)
             lines.append(f"  tensor {k}: {sl.get_dtype()} {list(sl.get_shape())}")
-    p = f.provenance if isinstance(f.provenance, dict) else {}
-    m, a, d = _section(p, "model"), _section(p, "attack"), _section(p, "data")
-    if m:
-        lines.append(f"  model: {m.get('name')} ({m.get('kind')}, weights {m.get('weights_id')})")
-    if a:
-        eps, storage = a.get("eps"), p.get("storage_dtype", a.get("storage"))
-        stored = (f" (stored {eps_steps_uint8(eps)}/255 = {eps_steps_uint8(eps) / 255:.4g})"
-                  if storage == "uint8" and isinstance(eps, (int, float)) and 0 <= eps <= 1 else "")
-        opts = a.get("options")
-        lines.append(f"  attack: {a.get('attack')} eps={eps}{stored} steps={a.get('steps')} step_size={a.get('step_size')} "
-                     f"random_start={a.get('random_start')} seed={a.get('seed')}"
-                     + ("".join(f" {k}={v}" for k, v in opts.items()) if isinstance(opts, dict) else "")
-                     + (" attack_all=True" if a.get("attack_all") is True else ""))
-    if d:
-        lines.append(f"  data: {d.get('source')} n={d.get('n')} canvas={d.get('canvas')} fingerprint={d.get('fingerprint')}")
-    if _section(p, "stats"):
-        lines.append("  stats: " + ", ".join(f"{k}={v}" for k, v in p["stats"].items()))
-    if _section(p, "versions"):
-        lines.append("  versions: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()))
-    if _section(p, "numerics"):  # what decided the numbers: device, GPU, CUDA/cuDNN, TF32, determinism
-        lines.append("  numerics: " + ", ".join(f"{k}={v}" for k, v in p["numerics"].items() if v is not None))
-    lines.append(f"  rerun: {rerun_command(p, f.keys)}")
+    h = f.header
+    lines += header_lines(h)
+    # the rerun line maps the header's fields to flags, each validated: the file may be crafted
+    lines.append(f"  rerun: {rerun_command(h.to_dict(), f.keys)}")
     # Every string here may come from a crafted file: escape what a terminal would act on
     # (escape sequences, bidi reordering, line breaks that could fake another line).
     typer.echo("\n".join(printable(line) for line in lines))
+
+
+def header_lines(h) -> list[str]:
+    """The summary lines of a header (attack, logits or data): model, attack, data, stats, versions, numerics."""
+    from satkit.formats.attack import AttackHeader
+    from satkit.formats.data import DataHeader
+    from satkit.io.pixels import eps_steps_uint8
+
+    lines = []
+    model = getattr(h, "model", None)
+    if model is not None:
+        lines.append(f"  model: {model.name} ({model.kind}, weights {model.weights_id})")
+    if isinstance(h, AttackHeader):
+        a = h.attack
+        eps, storage = a.eps, h.storage
+        stored = (f" (stored {eps_steps_uint8(eps)}/255 = {eps_steps_uint8(eps) / 255:.4g})"
+                  if storage == "uint8" and isinstance(eps, (int, float)) and 0 <= eps <= 1 else "")
+        opts = a.options
+        lines.append(f"  attack: {a.attack} eps={eps}{stored} steps={a.steps} step_size={a.step_size} "
+                     f"random_start={a.random_start} seed={a.seed}"
+                     + ("".join(f" {k}={v}" for k, v in opts.items()) if isinstance(opts, dict) else "")
+                     + (" attack_all=True" if a.attack_all is True else ""))
+    d = h.data.to_dict() if not isinstance(h, DataHeader) else (h.data or {})
+    if d:
+        lines.append(f"  data: {d.get('source')} n={d.get('n')} canvas={d.get('canvas')} fingerprint={d.get('fingerprint')}")
+    stats = _stats(h)
+    if stats:
+        lines.append("  stats: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.items())))
+    loose = h.to_dict() if isinstance(h, DataHeader) else {}  # a data file's other sections, as a user wrote them
+    versions = getattr(h, "versions", loose.get("versions"))
+    numerics = getattr(h, "numerics", loose.get("numerics"))
+    if isinstance(versions, dict) and versions:
+        lines.append("  versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if isinstance(numerics, dict) and numerics:  # what decided the numbers: device, GPU, CUDA/cuDNN, TF32, determinism
+        lines.append("  numerics: " + ", ".join(f"{k}={v}" for k, v in numerics.items() if v is not None))
+    return lines
+
+
+def _stats(h) -> dict:
+    from satkit.formats.attack import AttackHeader
+    from satkit.formats.data import DataHeader
+    from satkit.formats.logits import LogitsHeader
+
+    if isinstance(h, AttackHeader):
+        return h.stats.to_dict() if h.stats is not None else {}
+    st = h.to_dict().get("stats")  # logits: the accuracy; a data file: whatever its writer put there
+    return st if isinstance(st, dict) and isinstance(h, (LogitsHeader, DataHeader)) else {}
 
 
 def _section(p: dict, key: str) -> dict:

@@ -58,6 +58,6 @@ def logits(
         res = logits_into_file(model, output, data=DataRequest(data, n, data_seed, canvas, labels), model_options=opts, device=dev,
                                batch_size=bs, amp=amp, store_images=images, rerun=c.rerun_line(),
                                progress=c.task_callback(p, f"logits {model} ({dev})"))
-    name_ = res.provenance["model"]["name"]
+    name_ = res.header.model.name
     c.info(f"{name_}: {len(res.tensors['labels'])} images, top-1 accuracy {res.accuracy:.1%}; "
            + ("wrote to stdout" if str(output) == "-" else f"wrote {output}"))

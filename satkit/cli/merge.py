@@ -27,16 +27,16 @@ def merge(
 
         satkit merge adv/resnet50.*.safetensors -o adv/resnet50.safetensors
     """
-    from satkit.attacks.runner import ATTACK_FORMAT
     from satkit.attacks.shards import merge_shards
+    from satkit.formats.attack import FORMAT
+    from satkit.formats.files import read_satkit_file, write_satkit_file
     from satkit.io.atomic import check_outputs
-    from satkit.io.tensorfile import read_satkit_file, write_satkit_file
 
     c.set_quiet(quiet)
     check_outputs({"-o": output}, shards)
-    files = [read_satkit_file(s, ATTACK_FORMAT) for s in shards]
-    tensors, prov = merge_shards(files)
-    write_satkit_file(output, ATTACK_FORMAT, tensors, prov)
-    st = prov["stats"]
-    c.info(f"{prov['model']['name']}: merged {len(files)} shards, {len(tensors['labels'])} images, clean accuracy "
-           f"{st['source_clean_accuracy']:.1%}, attack success {st['attack_success_rate']:.1%}; wrote {output}")
+    files = [read_satkit_file(s, FORMAT) for s in shards]
+    tensors, header = merge_shards(files)
+    write_satkit_file(output, header, tensors)
+    st = header.stats
+    c.info(f"{header.model.name}: merged {len(files)} shards, {len(tensors['labels'])} images, clean accuracy "
+           f"{st.source_clean_accuracy:.1%}, attack success {st.attack_success_rate:.1%}; wrote {output}")

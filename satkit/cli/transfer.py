@@ -82,7 +82,7 @@ def transfer(
 def _split_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
     """Attack files are .safetensors files with satkit.attack metadata; anything else is a target model."""
     from satkit.errors import InputFileError, SatkitError
-    from satkit.io.tensorfile import read_satkit_file
+    from satkit.io.tensorfile import read_tensor_file
 
     targets, files = [], []
     for a in inputs:
@@ -93,7 +93,7 @@ def _split_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
             if not Path(a).exists():
                 raise InputFileError(f"{a}: no such file")
             try:
-                read_satkit_file(a, "satkit.attack", verify=False)  # which kind; verified when opened
+                read_tensor_file(a, "satkit.attack")  # which kind (the container says); verified when opened
                 files.append(a)
                 continue
             except SatkitError as e:

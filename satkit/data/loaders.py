@@ -79,7 +79,7 @@ def _chunk_info(chunk: tuple[int, int] | None) -> dict:
 
 
 def load_tensor_file(path: Path, n: int | None, seed: int, chunk: tuple[int, int] | None = None) -> CleanSet:
-    from satkit.io.tensorfile import read_satkit_file
+    from satkit.formats.files import read_satkit_file
 
     # a plain safetensors file (no satkit metadata) is read as a data file, and verified as one
     f = read_satkit_file(path, ("satkit.data", "satkit.attack", "satkit.logits"), plain="satkit.data")
@@ -99,8 +99,8 @@ def load_tensor_file(path: Path, n: int | None, seed: int, chunk: tuple[int, int
     labels = labels.to(torch.int64)
     if len(labels) and labels.min() < 0:
         raise DataError(f"{path}: negative labels")
-    prov = f.provenance
-    num_classes = int(prov.get("data", {}).get("num_classes", prov.get("num_classes", int(labels.max()) + 1 if len(labels) else 0)))
+    stored = f.header.num_classes  # data, attack and logits headers all say it (or None: the labels decide)
+    num_classes = int(stored if stored is not None else (int(labels.max()) + 1 if len(labels) else 0))
     sel = torch.from_numpy(stratified_sample(labels.numpy(), n, seed, chunk))
     return CleanSet(
         images=images[sel].contiguous(),

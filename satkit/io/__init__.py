@@ -1,4 +1,5 @@
-"""File formats: every file satkit reads or writes goes through this package.
+"""The one gate: every file satkit reads or writes goes through this package (bytes, atomic writes,
+safetensors access; what a file's provenance means is :mod:`satkit.formats`).
 
 Names are imported lazily so that table-only commands (cards, cluster) do not
 pay for importing torch.
@@ -6,7 +7,7 @@ pay for importing torch.
 
 from satkit.io.atomic import atomic_output, check_output_path, check_outputs
 
-_TENSORFILE = {"FORMAT_VERSIONS", "SatkitFile", "file_sha256", "read_satkit_file", "write_satkit_file"}
+_TENSORFILE = {"FORMAT_VERSIONS", "TensorFile", "file_sha256", "read_tensor_file", "write_tensor_file"}
 
 
 def __getattr__(name):

@@ -19,11 +19,11 @@ import numpy as np
 import polars as pl
 
 from satkit.errors import InputFileError, MismatchError, ParameterError
+from satkit.formats.transfer import PER_SAMPLE_COLUMNS, REQUIRED
 from satkit.limits import N_BOOT
 from satkit.settings import EPS_S, N_BOOT as N_BOOT_DEFAULT
 
 DEFAULT_EPS_S = EPS_S  # the SAT floor, percent: satkit.settings
-REQUIRED = ["source", "target", "n_both", "n_fooled"]
 
 # eps_s is a percentage floor: below EPS_S_MIN it only adds digits of noise, and
 # at 100 or more every cell is the floor (or above ln 100), so the matrix says nothing.
@@ -339,7 +339,6 @@ _KEEP = {"source", "target", "n_both", "n_fooled", "n_same_class", "fingerprint"
 
 # ----------------------------------------------------------------------------- bootstrap intervals
 
-PER_SAMPLE_COLUMNS = ("source", "target", "id", "source_correct", "target_correct", "fooled")
 
 
 def _flag_column(df: pl.DataFrame, col: str, where: str) -> np.ndarray:

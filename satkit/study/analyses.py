@@ -17,9 +17,11 @@ from satkit.analysis.heatmap import plot_sat_heatmap
 from satkit.analysis.importance import feature_importance, plot_importance
 from satkit.cards import load_cards
 from satkit.errors import SatkitError
+from satkit.formats.attack import AttackStats
+from satkit.formats.files import read_satkit_file
+from satkit.formats.sections import ModelInfo
 from satkit.io.atomic import atomic_output
 from satkit.io.tables import write_table
-from satkit.io.tensorfile import read_satkit_file
 from satkit.logits import logits_from_attack, open_logits_files, save_logits
 from satkit.matrix.sat import SatMatrix
 from satkit.models import model_display_name
@@ -47,10 +49,10 @@ def write_logits(study: StudyDir, models: list[str]) -> None:
     study.logits_path(models[0]).parent.mkdir(exist_ok=True)
     for spec in models:
         path = study.logits_path(spec)
-        key = read_satkit_file(study.attack_path(spec), "satkit.attack", verify=False).provenance.get("attack_key")
+        key = read_satkit_file(study.attack_path(spec), "satkit.attack", verify=False).header.attack_key
         if path.exists():
             try:
-                if read_satkit_file(path, "satkit.logits", verify=False).provenance.get("from_attack") == key:
+                if read_satkit_file(path, "satkit.logits", verify=False).header.from_attack == key:
                     continue
             except SatkitError:
                 pass
@@ -138,28 +140,28 @@ def model_summary(study: StudyDir, models: Sequence[str], clusters: Mapping[str,
     clusters = clusters or {}
     rows = []
     for spec in models:
-        prov: dict = {}
+        h = None
         try:
-            prov = read_satkit_file(study.attack_path(spec), "satkit.attack", verify=False).provenance
+            h = read_satkit_file(study.attack_path(spec), "satkit.attack", verify=False).header
         except SatkitError:
             pass
-        m = prov.get("model") if isinstance(prov.get("model"), dict) else {}
-        a = prov.get("attack") if isinstance(prov.get("attack"), dict) else {}
-        st = prov.get("stats") if isinstance(prov.get("stats"), dict) else {}
-        name = m.get("name") if isinstance(m.get("name"), str) and m.get("name") else model_display_name(spec)
-        storage = prov.get("storage_dtype", a.get("storage"))
-        eps = _number(a.get("eps"))
+        if h is None:
+            name = model_display_name(spec)
+            rows.append({**dict.fromkeys(MODEL_COLUMNS), "model": name, "cluster": clusters.get(name)})
+            continue
+        st = h.stats if h.stats is not None else AttackStats()
+        eps = _number(h.attack.eps)
         rows.append({
-            "model": name,
-            "weights_id": m.get("weights_id") if isinstance(m.get("weights_id"), str) else None,
-            "clean_accuracy": _number(st.get("source_clean_accuracy")),
-            "self_attack_success": _number(st.get("attack_success_rate")),
+            "model": h.model.name,
+            "weights_id": h.model.weights_id,
+            "clean_accuracy": _number(st.source_clean_accuracy),
+            "self_attack_success": _number(st.attack_success_rate),
             "eps": eps,
-            "storage": storage if isinstance(storage, str) else None,
-            "eps_stored": _stored_eps(eps, storage),
-            "parameters": parameter_count(m),
-            "input_size": _input_size(m),
-            "cluster": clusters.get(name),
+            "storage": h.storage,
+            "eps_stored": _stored_eps(eps, h.storage),
+            "parameters": parameter_count(h.model),
+            "input_size": _input_size(h.model),
+            "cluster": clusters.get(h.model.name),
         })
     return pl.DataFrame(rows, schema=MODEL_COLUMNS)
 
@@ -178,16 +180,16 @@ def _stored_eps(eps: float | None, storage: Any) -> float | None:
     return eps_steps_uint8(eps) / 255.0 if storage == "uint8" else eps
 
 
-def _input_size(m: dict) -> str | None:
-    dc = m.get("data_config")
+def _input_size(m: ModelInfo) -> str | None:
+    dc = m.data_config
     size = dc.get("input_size") if isinstance(dc, dict) else None
     if isinstance(size, list) and size and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
         return "x".join(map(str, size))
     return None
 
 
-def parameter_count(m: dict) -> int | None:
-    """Parameters of the model an attack file's ``model`` provenance describes, or None.
+def parameter_count(m: ModelInfo) -> int | None:
+    """Parameters of the model an attack file's header describes, or None.
 
     A count the file records is taken as is. Otherwise zoo and timm-name models are
     built on PyTorch's meta device (shapes only: no weights, no memory, no download;
@@ -195,11 +197,11 @@ def parameter_count(m: dict) -> int | None:
     ``--model-kwargs``, are not built: loading a file just for a count would be slow,
     and a shared study's files are untrusted.
     """
-    for key in ("parameters", "params", "n_params"):
-        v = m.get(key)
+    for key in ("parameters", "params", "n_params"):  # loader-specific: kept in the section's extras
+        v = m.extra.get(key)
         if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
             return v
-    kind, name = m.get("kind"), m.get("name")
+    kind, name = m.kind, m.name
     if not isinstance(name, str):
         return None
     try:
@@ -219,10 +221,10 @@ def parameter_count(m: dict) -> int | None:
                 return None
             # recorded timm arguments are not replayed: a crafted attack file could name, e.g., a
             # checkpoint_path for timm to unpickle, and the count is not worth that risk
-            if m.get("model_kwargs"):
+            if m.model_kwargs:
                 return None
             kwargs = {}
-            nc = m.get("num_classes")
+            nc = m.num_classes
             if isinstance(nc, int) and not isinstance(nc, bool) and nc > 0:
                 kwargs["num_classes"] = nc
             with torch.device("meta"):

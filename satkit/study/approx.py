@@ -161,12 +161,13 @@ def _approx_rows(new: str, study_dir: str | Path, *, model_options: ModelOptions
     with tempfile.TemporaryDirectory(prefix="satkit-approx-") as tmp:
         reused = None
         if reuse_attack and in_study:
-            prov = attack_is_current(study.attack_path(in_study[0]), name=name,
-                                     weights_id=expected_weights_id(new, model_options), params=st.params,
-                                     fingerprint=st.fingerprint, amp=amp)
-            reused = open_attack_files([str(study.attack_path(in_study[0]))])[0] if prov is not None else None
+            current = attack_is_current(study.attack_path(in_study[0]), name=name,
+                                        weights_id=expected_weights_id(new, model_options), params=st.params,
+                                        fingerprint=st.fingerprint, amp=amp)
+            reused = open_attack_files([str(study.attack_path(in_study[0]))])[0] if current is not None else None
         if reused is not None:
-            new_file, stats, attack_fwd = reused, reused.provenance.get("stats", {}), 0
+            rh = reused.header
+            new_file, stats, attack_fwd = reused, rh.stats.to_dict() if rh.stats is not None else {}, 0
         else:
             clean = st.data.load()
             if clean.fingerprint != st.fingerprint:

@@ -17,11 +17,11 @@ def attacks_done(cfg: StudyConfig, fingerprint: str) -> dict[str, dict[str, Any]
     """spec -> provenance of each model whose stored attack file is current (:func:`satkit.jobs.attack_is_current`)."""
     done = {}
     for spec in cfg.models:
-        prov = attack_is_current(cfg.dir.attack_path(spec), name=cfg.name(spec),
-                                 weights_id=expected_weights_id(spec, cfg.model_options), params=cfg.params,
-                                 fingerprint=fingerprint, amp=cfg.amp)
-        if prov is not None:
-            done[spec] = prov
+        header = attack_is_current(cfg.dir.attack_path(spec), name=cfg.name(spec),
+                                   weights_id=expected_weights_id(spec, cfg.model_options), params=cfg.params,
+                                   fingerprint=fingerprint, amp=cfg.amp)
+        if header is not None:
+            done[spec] = header.to_dict()  # as a dict: study/run.py reads its stats from it
     return done
 
 

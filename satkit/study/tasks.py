@@ -16,9 +16,8 @@ import polars as pl
 
 from satkit.data import CleanSet
 from satkit.errors import SatkitError
+from satkit.formats.files import SatkitFile, verify_file
 from satkit.io.tables import read_table, write_table
-from satkit.io.tensorfile import SatkitFile
-from satkit.io.verify import verify_file
 from satkit.jobs import attack_into_file, evaluate_target
 from satkit.models.registry import expected_weights_id
 from satkit.study.config import StudyConfig
@@ -65,7 +64,7 @@ def attack_job(cfg: StudyConfig, spec: str, device: Any = "cpu", progress=None, 
 def open_study_attacks(cfg: StudyConfig, specs: list[str] | None = None, verify: bool = True) -> dict[str, SatkitFile]:
     """attack_key -> opened attack file, for the study's models (all must exist); ``verify=False`` only peeks."""
     files = open_attack_files([str(cfg.dir.attack_path(m)) for m in (specs or cfg.models)], verify=verify)
-    return {f.provenance["attack_key"]: f for f in files}
+    return {f.header.attack_key: f for f in files}
 
 
 @dataclass
