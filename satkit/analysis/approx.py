@@ -93,6 +93,8 @@ class ApproxResult:
     margin_ci: tuple[float, float] | None = None  # bootstrap interval of the margin (images resampled)
     margin_level: float | None = None
     outcomes: dict[str, Outcomes] = field(default_factory=dict, repr=False)
+    also: dict[str, dict[str, Any]] = field(default_factory=dict)  # further placements (e.g. the released SAT matrix's clusters)
+    known_names: dict[str, str] = field(default_factory=dict)  # known set: card name -> the timm name it ran as
 
     def members(self, cluster: int) -> list[str]:
         if self.cluster_labels is None or self.cluster_names is None:
@@ -110,7 +112,17 @@ class ApproxResult:
             "margin_ci": list(self.margin_ci) if self.margin_ci is not None else None, "margin_level": self.margin_level,
             "cluster_scores": {str(k): v for k, v in self.cluster_scores.items()},
             "rows": self.rows.to_dicts(), "warnings": self.warnings,
+            **({"also": self.also} if self.also else {}),
+            **({"known_names": self.known_names} if self.known_names else {}),
         }
+
+    def placement(self) -> dict[str, Any]:
+        """The cluster N joins, as a plain dict (for :attr:`also`)."""
+        return {"cluster_method": self.cluster_method, "k": self.k, "joined": self.joined,
+                "joined_members": self.members(self.joined) if self.joined is not None else None,
+                "runner_up": self.runner_up, "margin": self.margin,
+                "margin_ci": list(self.margin_ci) if self.margin_ci is not None else None,
+                "cluster_scores": {str(k): v for k, v in self.cluster_scores.items()}}
 
 
 def approx_rows(
@@ -252,18 +264,36 @@ def assign_cluster(result: ApproxResult, names: list[str], S: np.ndarray, k: int
     """
     cl = spectral_cluster(names, S, k, seed=seed, method=method)
     result.cluster_method = method
-    label_of = dict(zip(cl.names, (int(v) for v in cl.labels)))
-    result.cluster_names, result.cluster_labels = list(cl.names), cl.labels
-    result.k, result.k_from_eigengap = cl.k, cl.k_from_eigengap
+    result.k_from_eigengap = cl.k_from_eigengap
+    _join(result, list(cl.names), cl.labels, cl.k)
+
+
+def assign_given(result: ApproxResult, labels: dict[str, int], source: str, k: int | None = None) -> None:
+    """Put N into one of given clusters (e.g. the paper's Table 1): the cluster with the highest mean score.
+
+    ``labels``: known model -> cluster id (1..k, ``k`` the largest id unless given); ``source`` names where the ids
+    come from (``cluster_method``).
+    The same rule as :func:`assign_cluster`, without clustering a matrix.
+    """
+    names = list(labels)
+    result.cluster_method = source
+    result.k_from_eigengap = False
+    _join(result, names, np.array([int(labels[n]) for n in names]), k or max(labels.values(), default=0))
+
+
+def _join(result: ApproxResult, names: list[str], labels: np.ndarray, k: int) -> None:
+    label_of = dict(zip(names, (int(v) for v in labels)))
+    result.cluster_names, result.cluster_labels = names, labels
+    result.k = k
     rows = result.rows.with_columns(pl.Series("cluster", [label_of.get(m) for m in result.rows["model"].to_list()], dtype=pl.Int64))
     result.rows = rows
     col = "sat" if result.exact else "sat_approx"
     scores: dict[int, float] = {}
-    for c in range(1, cl.k + 1):
+    for c in range(1, k + 1):
         vals = rows.filter((pl.col("cluster") == c) & pl.col(col).is_not_null())[col].to_list()
         if vals:
             scores[c] = float(np.mean(vals))
-    not_scored = [c for c in range(1, cl.k + 1) if c not in scores]
+    not_scored = [c for c in range(1, k + 1) if c not in scores]
     if not_scored:
         result.warnings.append(f"cluster(s) {', '.join(map(str, not_scored))} have no member with an approximate SAT; N cannot join them")
     if not scores:
@@ -309,10 +339,11 @@ def approx_explicit(
         job = AttackJob(new, data=data, params=params, model_options=model_options, batch_size=batch_size, amp=amp)
         a = attack_into_file(job, path, device=device, progress=lambda d, t: emit("attack", name, d, t))
         new_file = open_attack_files([str(path)])[0]
+        outcomes: dict[str, Outcomes] = {}
         rows, fwd, w = approx_rows(new_file, known, eps_s=eps_s, model_options=known_options, device=device,
-                                   batch_size=batch_size, amp=amp, on_event=on_event)
+                                   batch_size=batch_size, amp=amp, on_event=on_event, outcomes=outcomes)
     res = ApproxResult(model=a.name, rows=rows, eps_s=eps_s, attack_stats=a.stats, forward_samples=fwd,
-                       attack_forward_samples=a.forward_samples, warnings=w)
+                       attack_forward_samples=a.forward_samples, warnings=w, outcomes=outcomes)
     if sat is not None:
         names, S = sat
         keep = [i for i, n in enumerate(names) if n != a.name]

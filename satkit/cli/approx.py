@@ -16,10 +16,12 @@ def approx(
     model: str = typer.Argument(..., help="The NEW model: timm name[.tag], digits/<name>, or a model file (.safetensors with --arch, .pt, .pt2)."),
     study: Optional[Path] = typer.Option(None, "--study", help="Study directory (satkit study): known models, clean set, attack settings and sat.csv come from it."),
     models: Optional[List[str]] = typer.Option(None, "--models", help="Without --study: the known models (repeat the option or separate with commas)."),
+    known: Optional[str] = typer.Option(None, "--known", help="A known set instead of --models/--study: paper69, the paper's 69 ImageNet models (names resolved in the installed timm), placed in the paper's Table 1 clusters; needs --data (ImageNet val)."),
+    plan: bool = typer.Option(False, "--plan", help="With --known: print each model's name today (or why it is missing), its Table 1 cluster, the weights it needs and the work, then exit (offline, no model is loaded)."),
     output: str = typer.Option("-", "--output", "-o", help="Table: one row per known model (model, cluster, kind, n_both, n_fooled, fool_rate, sat_approx, n_fooled_new, sat); - for stdout."),
     one_sided: bool = typer.Option(False, "--one-sided", help="With --study: only the paper's one-sided estimate (appendix G.1), not the exact rows (saves N's forward passes over the known models' adversarials)."),
     k: Optional[int] = c.KOpt,
-    sat: Optional[str] = typer.Option(None, "--sat", help="Without --study: SAT matrix of the known models, for the cluster assignment."),
+    sat: Optional[str] = typer.Option(None, "--sat", help="Without --study: SAT matrix of the known models, for the cluster assignment. With --known paper69: the released matrix (SAT_release.csv of github:J-H-Hwang/SAT, as published), clustered too; both placements are reported."),
     summary: Optional[Path] = typer.Option(None, "--summary", help="Write the rows, the cluster N joins, the runner-up and the margin as JSON."),
     save_attack: Optional[Path] = typer.Option(None, "--save-attack", help="Keep the attack file made on the new model (e.g. to add it to the study later)."),
     reuse: bool = typer.Option(True, "--reuse/--no-reuse", help="When the study already holds the new model's attack file (same weights and settings), reuse it."),
@@ -64,13 +66,22 @@ def approx(
     study's SAT matrix (spectral, -k or eigengap) with the highest mean SAT (exact)
     or SAT_approx; the margin to the runner-up gets a 95% bootstrap interval over
     images. A model already in the study is left out of it (leave-one-out; its
-    stored attack is reused). Without --study (--models) rows are one-sided.
+    stored attack is reused). Without --study (--models, --known) rows are one-sided.
+
+    --known paper69: the paper's 69 models (their cards' timm 0.6.7 names resolved
+    in the installed timm: its current name, timm's deprecation table, or
+    satkit's alias table; a name that resolves nowhere is listed as missing and
+    left out, before any work). N joins the paper's Table 1 cluster with the
+    highest mean SAT_approx; with --sat SAT_release.csv also a cluster of that
+    matrix. --plan lists the names, weights and cost without loading anything.
 
     Example:
 
         satkit approx my_model.safetensors --arch digits/resnet --study satkit-study -o approx.csv
 
         satkit approx digits/resnet-s3 --models digits/resnet-s1,digits/vit-s1,digits/mixer-s1 --n 200
+
+        satkit approx my_vit --known paper69 --data imagenet/val --labels LOC_val_solution.csv --plan
     """
     from satkit.devices import resolve_device
     from satkit.io.atomic import atomic_output, check_outputs
@@ -79,11 +90,16 @@ def approx(
     from satkit.study.approx import ApproxRequest, run_approx
 
     c.set_quiet(quiet)
+    if plan:
+        if known is None:
+            raise typer.BadParameter("--plan lists a known set's models: give --known paper69", param_hint="--plan")
+        _plan(known, n, steps, sat)
+        return
     req = ApproxRequest(
         model, study, tuple(m.strip() for v in (models or []) for m in v.split(",") if m.strip()), k=k, sat=sat,
         save_attack=save_attack, reuse=reuse, one_sided=one_sided, data=data, n=n, data_seed=data_seed, canvas=canvas, labels=labels,
         eps=c.parse_fraction(eps, "--eps") if eps else None, steps=steps, eps_s=eps_s, seed=seed,
-        batch_size=c.batch_size_value(batch_size), amp=amp,
+        batch_size=c.batch_size_value(batch_size), amp=amp, known=known,
         model_options=c.model_options(arch, allow_code, pretrained, mean, std, input_size, name, model_kwargs),
         known_options=ModelOptions(pretrained=pretrained))  # never --allow-code-execution: the new model's only
     req.check()
@@ -99,6 +115,36 @@ def approx(
             tmp.write_text(json.dumps(res.summary(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if not c.STATE.quiet:
         _print(res)
+
+
+def _plan(known: str, n: Optional[int], steps: Optional[int], sat: Optional[str]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from satkit.study.known import plan_rows, read_release_matrix, resolve_known, work_estimate
+
+    rows = plan_rows(resolve_known(known))
+    if sat is not None:  # names checked now, before any work
+        read_release_matrix(sat, known)
+    t = Table(title=f"known set {known}: {rows.height} models in the installed timm", title_justify="left", pad_edge=False)
+    for col in ("card", "timm name", "how", "Table 1", "weights", "cached"):
+        t.add_column(col, justify="right" if col == "Table 1" else "left")
+    for r in rows.iter_rows(named=True):
+        name = r["timm"] if r["timm"] is not None else f"missing: {r['note']}"
+        t.add_row(escape(r["card"]), escape(name), r["how"], str(r["cluster"]), escape(r["weights"] or "-"),
+                  "-" if r["cached"] is None else ("yes" if r["cached"] else "no"))
+    c.print_table(t)
+    for r in rows.filter(pl_col_notes(rows)).iter_rows(named=True):
+        c.info(escape(f"{r['card']} -> {r['timm']}: {r['note']}"))
+    ok = rows.filter(rows["timm"].is_not_null()).height
+    missing = rows.height - ok
+    not_cached = rows.filter(rows["cached"].not_()).height
+    c.info(f"{ok} of {rows.height} resolve, {missing} missing; {not_cached} need their weights downloaded")
+    c.info("work: " + work_estimate(ok, n, steps if steps is not None else S.STEPS))
+
+
+def pl_col_notes(rows):
+    return rows["timm"].is_not_null() & rows["note"].is_not_null()
 
 
 def _progress(p):

@@ -209,6 +209,7 @@ class ApproxRequest:
     models: tuple[str, ...] = ()
     k: int | None = None  # clusters of the SAT matrix (None: eigengap)
     sat: str | None = None  # without a study: the known models' SAT matrix, for the cluster assignment
+    known: str | None = None  # a known set instead of models (satkit.study.known: paper69)
     save_attack: str | Path | None = None
     reuse: bool = True  # a study's own current attack file of the new model is reused
     one_sided: bool = False  # with a study: the paper's G.1 estimate only, not the exact rows
@@ -228,8 +229,18 @@ class ApproxRequest:
 
     def check(self) -> None:
         """The rules between fields, before any work (errors name fields; the CLI shows flags)."""
-        if self.study is None and not self.models:
-            raise ParameterError("models: give the known models (--models), or a study (--study DIR)")
+        if self.study is None and not self.models and self.known is None:
+            raise ParameterError("models: give the known models (--models), a known set (--known paper69) or a study (--study DIR)")
+        if self.known is not None:
+            from satkit.study.known import KNOWN_SETS
+
+            if self.known not in KNOWN_SETS:
+                raise ParameterError(f"known: unknown known set '{self.known}'; one of {', '.join(KNOWN_SETS)}")
+            if self.models or self.study is not None:
+                raise ParameterError("known: a known set replaces models and study; give one of them")
+            if self.data is None:
+                raise ParameterError(f"data: the {self.known} models are ImageNet classifiers; give the ImageNet "
+                                     "validation images (--data DIR, with --labels for a flat folder)")
         if self.study is not None:
             if self.models:
                 raise ParameterError("models cannot be given with a study: the study's models are the known ones")
@@ -264,6 +275,12 @@ def run_approx(req: ApproxRequest, *, device: Any = "cpu", on_event: EventFn | N
     data = req.data_request()
     params = AttackParams(eps=req.eps if req.eps is not None else default_eps(data.source),
                           steps=req.steps if req.steps is not None else S.STEPS, seed=req.seed)
+    if req.known is not None:
+        from satkit.study.known import approx_known, read_release_matrix
+
+        return approx_known(req.model, data, params, known=req.known,
+                            sat=read_release_matrix(req.sat, req.known) if req.sat is not None else None,
+                            eps_s=req.eps_s if req.eps_s is not None else S.EPS_S, amp=req.amp or S.AMP, **kw)
     sat = read_similarity_matrix(req.sat) if req.sat is not None else None
     return approx_explicit(req.model, list(req.models), data, params, eps_s=req.eps_s if req.eps_s is not None else S.EPS_S,
                            sat=sat, amp=req.amp or S.AMP, **kw)
