@@ -241,7 +241,7 @@ def fake_hub(tmp_path, monkeypatch):
     return {card: f"hf-hub:timm/{arch}.standin" for card, arch in STANDINS.items()}
 
 
-def test_end_to_end_with_stand_ins_in_a_fake_hub_cache(fake_hub, tmp_path):
+def test_end_to_end_with_stand_ins_in_a_fake_hub_cache(fake_hub, tmp_path, monkeypatch):
     import torch
 
     from satkit.attacks import AttackParams
@@ -266,3 +266,14 @@ def test_end_to_end_with_stand_ins_in_a_fake_hub_cache(fake_hub, tmp_path):
     assert other["k"] == 2 and set(other["clusters"]) == set(names) and other["joined"] in (1, 2)
     summary = json.loads(json.dumps(res.summary()))
     assert summary["also"]["sat matrix"]["joined"] == other["joined"] and summary["known_names"] == fake_hub
+    # the CLI's report names both placements and what the known models ran as
+    from satkit.cli import approx as cli
+
+    lines: list[str] = []
+    monkeypatch.setattr(cli.c, "info", lines.append)
+    monkeypatch.setattr(cli.c, "print_table", lambda t: None)
+    cli._print(res)
+    text = "\n".join(lines)
+    assert f"joins cluster {res.joined} of 10 (paper Table 1)" in text
+    assert f"joins cluster {other['joined']} of 2 of the sat matrix" in text
+    assert "resnet50 -> hf-hub:timm/test_resnet.standin" in text

@@ -29,6 +29,7 @@ SAT_approx to N; the margin is that mean minus the runner-up cluster's.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -246,7 +247,8 @@ def margin_interval(result: ApproxResult, level: float = CI_LEVEL, n_boot: int =
         per_cluster[c].append(score)
     if not per_cluster[result.joined] or not per_cluster[result.runner_up]:
         return
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where a cluster has no scored member: NaN
         diff = np.nanmean(np.stack(per_cluster[result.joined]), 0) - np.nanmean(np.stack(per_cluster[result.runner_up]), 0)
     diff = diff[np.isfinite(diff)]
     if len(diff) == 0:

@@ -134,17 +134,13 @@ def _plan(known: str, n: Optional[int], steps: Optional[int], sat: Optional[str]
         t.add_row(escape(r["card"]), escape(name), r["how"], str(r["cluster"]), escape(r["weights"] or "-"),
                   "-" if r["cached"] is None else ("yes" if r["cached"] else "no"))
     c.print_table(t)
-    for r in rows.filter(pl_col_notes(rows)).iter_rows(named=True):
+    for r in rows.filter(rows["timm"].is_not_null() & rows["note"].is_not_null()).iter_rows(named=True):
         c.info(escape(f"{r['card']} -> {r['timm']}: {r['note']}"))
     ok = rows.filter(rows["timm"].is_not_null()).height
     missing = rows.height - ok
     not_cached = rows.filter(rows["cached"].not_()).height
     c.info(f"{ok} of {rows.height} resolve, {missing} missing; {not_cached} need their weights downloaded")
     c.info("work: " + work_estimate(ok, n, steps if steps is not None else S.STEPS))
-
-
-def pl_col_notes(rows):
-    return rows["timm"].is_not_null() & rows["note"].is_not_null()
 
 
 def _progress(p):
@@ -186,5 +182,21 @@ def _print(res) -> None:
         if res.margin_ci is not None:
             lo, hi = res.margin_ci
             tail += f" ({res.margin_level:.0%} interval {lo:.3f} .. {hi:.3f}{', a coin toss' if lo <= 0 <= hi else ''})"
-        c.info(escape(f"{res.model} joins cluster {res.joined} of {res.k} ({members}): mean {score} "
+        where = f" ({res.cluster_method})" if res.cluster_method == "paper Table 1" else ""
+        c.info(escape(f"{res.model} joins cluster {res.joined} of {res.k}{where} ({members}): mean {score} "
                       f"{res.cluster_scores[res.joined]:.3f}{tail}"))
+    for what, pl_ in res.also.items():  # further placements, e.g. the released SAT matrix's clusters
+        if pl_.get("joined") is None:
+            continue
+        j = str(pl_["joined"])
+        members = ", ".join(sorted(n for n, cl in pl_.get("clusters", {}).items() if str(cl) == j))
+        tail = f", margin {pl_['margin']:.3f}" if pl_.get("margin") is not None else ""
+        if pl_.get("margin_ci"):
+            lo, hi = pl_["margin_ci"]
+            tail += f" (interval {lo:.3f} .. {hi:.3f}{', a coin toss' if lo <= 0 <= hi else ''})"
+        c.info(escape(f"{res.model} joins cluster {j} of {pl_['k']} of the {what} ({members}): mean SAT_approx "
+                      f"{pl_['cluster_scores'][j]:.3f}{tail}"))
+    if res.known_names:
+        moved = {k: v for k, v in res.known_names.items() if k != v}
+        if moved:
+            c.info(escape("known models run as: " + ", ".join(f"{k} -> {v}" for k, v in moved.items())))

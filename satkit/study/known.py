@@ -239,6 +239,11 @@ def approx_known(
         if only is None and extra:
             raise InputFileError(f"sat: {', '.join(extra[:5])} are not card names of {known}")
     known_opts = kw.get("known_options")
+    if known_opts is None or known_opts.pretrained:  # weights neither cached nor reachable: say so before the attack
+        from satkit.models.hub import early_answer
+
+        for r in ok:
+            early_answer(r.timm)  # type: ignore[arg-type]
     by_spec = {model_display_name(r.timm, known_opts): r.card for r in ok}  # type: ignore[arg-type]
     res = approx_explicit(new, [r.timm for r in ok], data, params, eps_s=DEFAULT_EPS_S if eps_s is None else eps_s,
                           sat=None, k=None, seed=seed, **kw)
