@@ -251,8 +251,10 @@ def test_end_to_end_with_stand_ins_in_a_fake_hub_cache(fake_hub, tmp_path, monke
     names = list(STANDINS)
     S = np.array([[4.6, 2.1, 3.0], [2.1, 4.6, 2.2], [3.0, 2.2, 4.6]])
     sat = K.read_release_matrix(write_release(tmp_path / "SAT_release.csv", names, S))
+    monkeypatch.setattr(K, "ALIASES", {})  # gluon_xception65 then resolves nowhere: missing, left out, said
     res = K.approx_known("digits/resnet-s1", DataRequest("digits", 40, 0, None, None), AttackParams(eps=0.1, steps=2, seed=0),
-                         only=names, substitutes=fake_hub, sat=sat, k=2, batch_size=64)
+                         only=[*names, "gluon_xception65"], substitutes=fake_hub, sat=sat, k=2, batch_size=64)
+    assert any(w.startswith("gluon_xception65: missing in timm") for w in res.warnings)
     # one-sided rows named by card, each stand-in evaluated once, Table 1 ids in the cluster column
     assert sorted(res.rows["model"].to_list()) == sorted(names)
     assert dict(zip(res.rows["model"], res.rows["cluster"])) == {"resnet50": 6, "deit_small_patch16_224": 1, "efficientnet_b2": 7}

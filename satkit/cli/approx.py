@@ -105,10 +105,18 @@ def approx(
     req.check()
     check_outputs({"--output": output, "--summary": summary, "--save-attack": save_attack}, inputs=req.inputs())
     dev = resolve_device(device)
+    said: list[str] = []
+    if known is not None:  # names that do not resolve are said before any work
+        from satkit.study.known import resolve_known
+
+        said = [f"{r.card}: missing in timm ({r.why}); left out of the known set" for r in resolve_known(known) if not r.ok]
+        for w in said:
+            c.warn(w)
     with c.progress_bar() as p:
         res = run_approx(req, device=dev, on_event=_progress(p))
     for w in res.warnings:
-        c.warn(w)
+        if w not in said:
+            c.warn(w)
     write_table(res.rows, output)
     if summary is not None:
         with atomic_output(summary) as tmp:

@@ -40,6 +40,7 @@ SUBSTITUTE_WEIGHTS = {
 }
 
 CURRENT, DEPRECATED, ALIAS, MISSING = "current", "timm deprecation", "satkit alias", "missing"
+SUBSTITUTE = "substitute"  # a model spec given in a card's place (resolve_known's ``substitutes``)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Resolved:
 
     card: str  # the paper's (timm 0.6.7) name
     timm: str | None  # the name timm builds today (None: missing)
-    how: str  # CURRENT, DEPRECATED, ALIAS or MISSING
+    how: str  # CURRENT, DEPRECATED, ALIAS, MISSING (or SUBSTITUTE)
     why: str = ""  # for MISSING: the reason; for a substitute: what differs
     cluster: int | None = None  # Table 1 cluster id
 
@@ -138,7 +139,7 @@ def resolve_known(known: str = PAPER69, only: Sequence[str] | None = None,
     clusters = table1_clusters()
     out = []
     for n in names:
-        r = Resolved(n, substitutes[n], "substitute") if substitutes and n in substitutes else resolve_card(n)
+        r = Resolved(n, substitutes[n], SUBSTITUTE) if substitutes and n in substitutes else resolve_card(n)
         out.append(replace(r, cluster=clusters.get(n)))
     return out
 
