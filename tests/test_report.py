@@ -23,7 +23,7 @@ from satkit.data import DataRequest
 from satkit.errors import InputFileError
 from satkit.matrix.square import write_similarity_matrix
 from satkit.study.layout import StudySettings
-from satkit.study.report import SECTIONS, build_report, rerun_command, write_report
+from satkit.study.report import SECTIONS, build_report, write_report
 
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 
@@ -139,6 +139,44 @@ def test_everything_read_from_the_directory_is_escaped(tmp_path):
     assert any(HOSTILE in t for t in dom.cell_titles())  # shown as text, exactly
 
 
+QUOTES = """<script>alert(1)</script>"'&"""
+
+
+def test_names_and_card_text_are_escaped_by_the_template(tmp_path):
+    """A model named with markup and every quote character, and card keywords holding it: the page shows
+    the text, escaped where it lands (element text, attribute-free cells, <pre>, SVG <title>), never raw."""
+    names = ["ok", QUOTES, "b"]
+    root = fake_study(tmp_path / "s", names)
+    pl.DataFrame({"cluster": [1, 2], "rank": [1, 1], "keyword": [f"Stem: {QUOTES}", "Norm: BN"],
+                  "score": [0.5, 0.4], "n_models": [1, 1]}).write_csv(root / "keywords.csv")
+    pl.DataFrame({"model": names, "weights_id": [QUOTES] * 3, "input_size": [QUOTES] * 3}).write_csv(root / "models.csv")
+    html = build_report(root)
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&amp;"
+    assert "<script" not in html and "alert(1)</script>" not in html
+    assert html.count(escaped) >= 6  # settings, rerun line, models, clusters, keywords, intervals, hover texts
+    assert f"Stem: {escaped}" in html
+    dom = Dom(html)
+    assert_self_contained_and_inert(dom)
+    assert any(t.startswith(f"ok × {QUOTES}\n") for t in dom.cell_titles())  # the hover text, exactly
+
+
+def test_the_template_escapes_by_default():
+    """Escaping is the environment's default and a field the view lacks is an error, not an empty string."""
+    import jinja2
+
+    from satkit.study.report import _template
+    from satkit.study.report_view import ReportView, Section
+
+    env = _template().environment
+    assert env.autoescape is True and env.undefined is jinja2.StrictUndefined
+    view = ReportView(title="<b>t</b>", n_models=0, data_source="x", satkit_version="0",
+                      sections={sid: Section(absent="<i>none</i>") for sid in SECTIONS})
+    page = _template().render(v=view, titles=SECTIONS)
+    assert "<b>t</b>" not in page and "&lt;b&gt;t&lt;/b&gt;" in page and "&lt;i&gt;none&lt;/i&gt;" in page
+    with pytest.raises(jinja2.UndefinedError):
+        _template().render(v=ReportView("t", 0, "x", "0", {**view.sections, "models": Section()}), titles=SECTIONS)
+
+
 def test_missing_or_broken_inputs(tmp_path):
     with pytest.raises(InputFileError, match="no such study directory"):
         build_report(tmp_path / "nothing")
@@ -148,18 +186,29 @@ def test_missing_or_broken_inputs(tmp_path):
     html = build_report(root)
     assert "does not cluster the models of sat.csv" in html
     (root / "sat.csv").write_text("model,a,b\na,1,2\nc,2,1\n")
-    with pytest.raises(InputFileError, match="not a square SAT matrix"):
+    with pytest.raises(InputFileError, match="row names differ from column names"):  # the one sat.csv reader
         build_report(root)
     (root / "sat.csv").unlink()
     with pytest.raises(InputFileError, match="no sat.csv"):
         build_report(root)
 
 
+def test_an_unmeasured_pair_is_an_empty_cell(tmp_path):
+    """sat.csv leaves a pair with an empty X_AB empty: the one matrix reader takes it (allow_empty), the cell says so."""
+    root = fake_study(tmp_path / "s", ["a", "b", "c"])
+    lines = (root / "sat.csv").read_text().splitlines()
+    lines[1] = re.sub(r",[^,]*$", ",", lines[1])  # (a, c)
+    lines[3] = re.sub(r"^c,[^,]*", "c,", lines[3])  # (c, a)
+    (root / "sat.csv").write_text("\n".join(lines) + "\n")
+    titles = Dom(build_report(root)).cell_titles()
+    assert sorted(t for t in titles if "not measured" in t) == ["a × c: not measured", "c × a: not measured"]
+
+
 def test_rerun_line_is_rebuilt_and_quoted(tmp_path):
     s = StudySettings(models=("digits/resnet-s1", "my model;rm -rf ~.pt"), data=DataRequest("/data/my val", 100, 3, 224),
                       params=AttackParams(eps=8 / 255, steps=10, seed=2, storage="float16"), amp="bf16", eps_s=0.5,
                       fingerprint="f" * 32, cluster_method="njw")
-    line = rerun_command(tmp_path / "st udy", s)
+    line = s.rerun_command(tmp_path / "st udy")
     argv = shlex.split(line)
     assert argv[:4] == ["satkit", "study", "digits/resnet-s1", "my model;rm -rf ~.pt"]
     for opt, val in [("--data", "/data/my val"), ("--n", "100"), ("--data-seed", "3"), ("--canvas", "224"), ("--eps", "8/255"),
@@ -168,7 +217,7 @@ def test_rerun_line_is_rebuilt_and_quoted(tmp_path):
         assert argv[argv.index(opt) + 1] == val, opt
     assert "--step-size" not in argv  # the default 2.5 eps / steps
     bad = StudySettings(models=("-rf",), data=DataRequest("digits"), params=AttackParams(eps=0.1), amp="off", eps_s=1.0, fingerprint="f")
-    assert rerun_command(tmp_path, bad).startswith("(cannot be rebuilt")
+    assert bad.rerun_command(tmp_path).startswith("(cannot be rebuilt")
 
 
 def test_report_cli(tmp_path):

@@ -97,7 +97,7 @@ def _check_names(col_names: list[str], row_names: list[str], where: str) -> None
         )
 
 
-def _parse_cells(rows: list[list[str]], names: list[str], where: str) -> np.ndarray:
+def _parse_cells(rows: list[list[str]], names: list[str], where: str, allow_empty: bool = False) -> np.ndarray:
     n = len(names)
     M = np.full((n, n), np.nan)
     bad: list[tuple[str, str]] = []
@@ -111,7 +111,7 @@ def _parse_cells(rows: list[list[str]], names: list[str], where: str) -> np.ndar
                 raise InputFileError(
                     f"{where}: cell ({names[i]!r}, {names[j]!r}) is {cell[:30]!r}, not a number"
                 ) from None
-            if not math.isfinite(M[i, j]):
+            if not math.isfinite(M[i, j]) and not (allow_empty and not cell):
                 bad.append((names[i], names[j]))
     if bad:
         shown = ", ".join(f"({r}, {c})" for r, c in bad[:_SHOW])
@@ -121,18 +121,20 @@ def _parse_cells(rows: list[list[str]], names: list[str], where: str) -> np.ndar
     return M
 
 
-def read_similarity_matrix(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+def read_similarity_matrix(path: str | os.PathLike, allow_empty: bool = False) -> tuple[list[str], np.ndarray]:
     """Read a square similarity CSV (``-`` = stdin) -> (names, n x n float64 matrix).
 
     Checks: square, row names == column names in the same order, no duplicate or
     empty names, every cell a finite number. Symmetry is not checked.
+    ``allow_empty``: an empty cell is NaN (a pair a study could not measure: |X_AB| empty),
+    as the study report shows it; a NaN or infinite number is still refused.
     """
     text, where = _read_text(path)
     rows = _parse_rows(text, where)
     col_names, body = rows[0][1:], rows[1:]
     row_names = [r[0] if r else "" for r in body]
     _check_names(col_names, row_names, where)
-    return list(col_names), _parse_cells(body, col_names, where)
+    return list(col_names), _parse_cells(body, col_names, where, allow_empty)
 
 
 def _format(v: float) -> str:
