@@ -464,7 +464,7 @@ def test_default_batch_size_is_auto_on_cuda_only(tmp_path, digits_small):
     assert resolve_batch_size(None, tiny_model(), digits_small.images[:1], kind="attack", n=500) == 128
     o = attack_into_file(AttackJob("digits/resnet-s1", data=DataRequest("digits", 20), params=P(eps=0.1, steps=1)),
                          tmp_path / "a.safetensors")
-    assert o.provenance["batch_size"] == 128 and o.provenance["numerics"]["device"] == "cpu"
+    assert o.header.batch_size == 128 and o.header.numerics["device"] == "cpu"
 
 
 # ------------------------------------------------------------------ 10. executors
