@@ -24,6 +24,7 @@ from satkit.cli.app import app
 from tests.cli_helpers import run_bad_case
 from satkit.data.base import stratified_sample
 from satkit.errors import InputFileError, MismatchError, ParameterError, SatkitError
+from satkit.formats.logits import LogitsHeader
 from satkit.logits import LogitsResult, save_logits
 from satkit.matrix.sat import (
     SAT_MAX,
@@ -183,7 +184,7 @@ def ws(tmp_path_factory):
         g = torch.Generator().manual_seed(i)
         res = LogitsResult(
             tensors={"logits": torch.randn(N, 10, generator=g), "labels": torch.arange(N) % 10, "ids": torch.arange(N)},
-            provenance={"model": {"name": m}, "data": {"fingerprint": "f" * 32}},
+            header=LogitsHeader.from_dict({"model": {"name": m}, "data": {"fingerprint": "f" * 32}}),
         )
         save_logits(res, d / f"{m}.safetensors")
     (d / "clusters_frac.csv").write_text("model,cluster\nA,1\nB,1.5\nC,2\n")
