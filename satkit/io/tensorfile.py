@@ -201,17 +201,6 @@ def read_tensor_file(path: str | os.PathLike, expected: str | tuple[str, ...], p
     return TensorFile(path=p, format=fmt, version=version, provenance=prov, keys=keys)
 
 
-def read_satkit_file(path: str | os.PathLike, expected: str | tuple[str, ...], *, verify: bool,
-                     plain: str | None = None) -> TensorFile:
-    """A peek (``verify=False``) under the old name, for code not yet moved to :func:`satkit.formats.read_satkit_file`.
-
-    Verifying needs the format's header, which lives above this package: asking for it here is an error.
-    """
-    if verify:
-        raise ValueError("verification lives in satkit.formats: use satkit.formats.read_satkit_file")
-    return read_tensor_file(path, expected, plain=plain)
-
-
 # ----------------------------------------------------------------------------- "-": stdout / stdin
 
 
