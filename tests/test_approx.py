@@ -12,13 +12,13 @@ import torch
 from scipy.stats import pearsonr
 from typer.testing import CliRunner
 
-from satkit.study import read_settings as read_study
-from satkit.study.approx import approx_from_study
-from satkit.matrix.sat import sat_value
-from satkit.matrix.square import read_similarity_matrix
 from satkit.attacks import AttackParams
 from satkit.cli.app import app
+from satkit.matrix.sat import sat_value
+from satkit.matrix.square import read_similarity_matrix
 from satkit.study import StudyConfig, default_models, run_study
+from satkit.study import read_settings as read_study
+from satkit.study.approx import approx_from_study
 
 pytestmark = pytest.mark.slow  # builds a 9- and a 10-model zoo study
 

@@ -1,8 +1,8 @@
 """APGD-CE: the checkpoint schedule, the eps bound, determinism, NaN visibility, strength vs PGD."""
 
 import math
-from itertools import pairwise
 from fractions import Fraction
+from itertools import pairwise
 
 import pytest
 import torch

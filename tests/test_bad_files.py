@@ -3,15 +3,14 @@ problem, exit 2, no traceback, and no output file created or overwritten (as tes
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from satkit.cli.app import app
-from tests.cli_helpers import run_bad_case
 from satkit.io.pixels import eps_steps_uint8
 from satkit.io.tensorfile import write_tensor_file
+from tests.cli_helpers import run_bad_case
 from tests.test_verify import rewrite
 
 runner = CliRunner()

@@ -4,10 +4,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from satkit.models.batching import fastest_small, largest_fitting, parse_batch_size, powers_of_two, resolve_batch_size
 from satkit.data import load_data
 from satkit.errors import ParameterError
 from satkit.models import load_model
+from satkit.models.batching import fastest_small, largest_fitting, parse_batch_size, powers_of_two, resolve_batch_size
 from tests.cli_helpers import assert_clean_error, run
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import polars as pl
 import pytest
 
@@ -17,7 +16,6 @@ from satkit.cards import (
     timm_name,
 )
 from satkit.errors import InputFileError, SatkitError
-
 
 
 def unresolved_timm_names(names: list[str], require_pretrained: bool = False) -> list[str]:

@@ -6,13 +6,11 @@ import json
 
 import polars as pl
 import pytest
-
-from tests.cli_helpers import assert_clean_error, run, runner  # noqa: F401
 import torch
 
 from satkit.cli.app import app
+from tests.cli_helpers import assert_clean_error, run, runner  # noqa: F401
 from tests.conftest import TinyCNN, save_program
-
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +170,7 @@ def test_info_rerun_command_reproduces_the_file(tmp_path):
 
     res = run_attack(load_model("digits/convmixer-s1"), load_data("digits", n=20), AttackParams(eps=0.1, steps=3), batch_size=8)
     first = save_attack(res, tmp_path / "lib.safetensors")  # written by the library: no recorded command line
-    line = next(l for l in run("info", first).stdout.splitlines() if l.strip().startswith("rerun:"))
+    line = next(s for s in run("info", first).stdout.splitlines() if s.strip().startswith("rerun:"))
     argv = shlex.split(line.split("rerun:", 1)[1])
     assert argv[:2] == ["satkit", "attack"] and "--batch-size" in argv
     argv[argv.index("-o") + 1] = str(tmp_path / "again.safetensors")

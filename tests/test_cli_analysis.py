@@ -6,10 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.cli_helpers import assert_clean_error, run, runner  # noqa: F401
-
 from satkit.cards import COMPONENTS, NAME
 from satkit.cli import common as c
+from tests.cli_helpers import assert_clean_error, run, runner  # noqa: F401
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

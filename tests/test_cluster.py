@@ -9,7 +9,6 @@ import polars as pl
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from satkit.cards import COMPONENTS, NAME
 from satkit.analysis.cluster import (
     affinity,
     plot_spectral_distances,
@@ -17,6 +16,7 @@ from satkit.analysis.cluster import (
     spectral_cluster,
     tfidf_keywords,
 )
+from satkit.cards import COMPONENTS, NAME
 from satkit.errors import ParameterError
 
 SIZES = [5, 7, 4, 6]

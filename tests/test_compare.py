@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from cli_helpers import assert_clean_error, run
 from satkit.analysis.compare import compare_matrices, mantel_p
 from satkit.errors import MismatchError
 from satkit.matrix.square import write_similarity_matrix
+
+from cli_helpers import assert_clean_error, run
 
 SIZES = [4, 4, 4]
 

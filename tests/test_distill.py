@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from satkit.analysis.distill import DistillConfig, distill, recommend_teachers, teacher_student_sat
-from satkit.matrix.square import write_similarity_matrix
 from satkit.cli.app import app
 from satkit.data import load_data
 from satkit.errors import MismatchError
+from satkit.matrix.square import write_similarity_matrix
 from satkit.models import ModelOptions, load_model, zoo
 from tests.cli_helpers import assert_clean_error
 from tests.test_zoo import reference_fit

@@ -11,13 +11,18 @@ import torch
 from typer.testing import CliRunner
 
 from satkit.analysis.ensemble import (
-    EnsembleData, analyze_ensembles, cluster_grid, error_reduction_rate, greedy_select, top1_error,
+    EnsembleData,
+    analyze_ensembles,
+    cluster_grid,
+    error_reduction_rate,
+    greedy_select,
+    top1_error,
 )
-from satkit.logits import open_logits_files, read_logits
-from satkit.matrix.square import write_similarity_matrix
 from satkit.cli.app import app
 from satkit.errors import MismatchError
 from satkit.io.tensorfile import write_tensor_file
+from satkit.logits import open_logits_files, read_logits
+from satkit.matrix.square import write_similarity_matrix
 from tests.cli_helpers import assert_clean_error
 
 runner = CliRunner()
@@ -244,9 +249,9 @@ def test_logits_cli_matches_attack_sample(tmp_path):
 
 
 def test_logits_nan_is_model_error(tmp_path, tiny):
-    from satkit.logits import compute_logits
     from satkit.data import load_data
     from satkit.errors import ModelError
+    from satkit.logits import compute_logits
 
     m = tiny()
     with torch.no_grad():
@@ -256,8 +261,8 @@ def test_logits_nan_is_model_error(tmp_path, tiny):
 
 
 def test_logits_without_images(tmp_path, tiny):
-    from satkit.logits import compute_logits, save_logits
     from satkit.data import load_data
+    from satkit.logits import compute_logits, save_logits
 
     res = compute_logits(tiny(), load_data("digits", n=20), store_images=False)
     save_logits(res, tmp_path / "l.safetensors")

@@ -17,8 +17,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-import hostile
-from conftest import TinyCNN, save_program
 from satkit.errors import ModelError
 from satkit.models import ModelOptions, load_model
 from satkit.models.export_check import (
@@ -29,6 +27,9 @@ from satkit.models.export_check import (
     check_serialized_program,
 )
 from satkit.models.untrusted import check_pt2_archive
+
+import hostile
+from conftest import TinyCNN, save_program
 
 
 def _export(module: nn.Module, shape=(2, 1, 16, 16)):

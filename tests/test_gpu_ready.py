@@ -422,9 +422,9 @@ def test_preprocess_without_buffers_never_syncs(monkeypatch):
 
 def test_training_reads_the_device_once_per_epoch_not_per_step(monkeypatch, digits_small):
     """fit (zoo training, distillation): the loss, accuracy and finiteness are read at the end of an epoch."""
-    from satkit.models.train import fit
-
     import sys
+
+    from satkit.models.train import fit
 
     reads = []
 

@@ -9,10 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.cli_helpers import assert_clean_error, run
-
 from satkit.analysis.heatmap import heatmap_order, plot_sat_heatmap, sat_heatmap_figure, sat_heatmap_svg
 from satkit.errors import ParameterError
+from tests.cli_helpers import assert_clean_error, run
 
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF", ".svg": b"<?xml"}
 

@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from satkit.cards import COMPONENTS, NAME
 from satkit.analysis.importance import feature_importance, pair_features, plot_importance
+from satkit.cards import COMPONENTS, NAME
 from satkit.errors import ParameterError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -53,7 +53,7 @@ def _craft(src, dst, edit):
 
 
 def _rerun_line(stdout):
-    lines = [l for l in stdout.splitlines() if l.strip().startswith("rerun:")]
+    lines = [s for s in stdout.splitlines() if s.strip().startswith("rerun:")]
     assert len(lines) == 1, stdout
     return lines[0].split("rerun:", 1)[1].strip()
 

@@ -34,8 +34,9 @@ def final_files(out: Path):
 
 
 def assert_no_partial_under_final_names(out: Path):
-    from satkit.formats import read_satkit_file
     import polars as pl
+
+    from satkit.formats import read_satkit_file
 
     for p in final_files(out):
         if p.suffix == ".safetensors" and p.parent.name == "attacks":

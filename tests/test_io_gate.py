@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from satkit.errors import InputFileError, OutputError
+from satkit.formats import read_satkit_file
 from satkit.io import atomic
 from satkit.io.atomic import atomic_output, check_output_path, check_outputs, current_umask
 from satkit.io.lock import LOCK_NAME, DirectoryLock
 from satkit.io.tables import write_table
-from satkit.formats import read_satkit_file
 from satkit.io.tensorfile import write_tensor_file
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,9 +12,9 @@ import pytest
 from safetensors.torch import load_file
 
 from satkit.attacks import AttackParams
-from satkit.study.executors import DeviceExecutor, parse_devices
 from satkit.errors import ParameterError, SatkitError
 from satkit.study import StudyConfig, run_study
+from satkit.study.executors import DeviceExecutor, parse_devices
 from tests.cli_helpers import assert_clean_error, run
 
 pytestmark = pytest.mark.slow  # worker processes and a local Ray instance

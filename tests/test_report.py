@@ -16,14 +16,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.cli_helpers import assert_clean_error, run
-
 from satkit.attacks import AttackParams
 from satkit.data import DataRequest
 from satkit.errors import InputFileError
 from satkit.matrix.square import write_similarity_matrix
 from satkit.study.layout import StudySettings
 from satkit.study.report import SECTIONS, build_report, write_report
+from tests.cli_helpers import assert_clean_error, run
 
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 

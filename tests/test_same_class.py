@@ -11,9 +11,9 @@ from satkit.data import load_data
 from satkit.errors import InputFileError
 from satkit.formats import read_satkit_file
 from satkit.matrix.sat import build_matrix
+from satkit.models import load_model
 from satkit.transfer import open_attack_files, run_transfer
 from tests.cli_helpers import assert_clean_error, run
-from satkit.models import load_model
 from tests.test_verify import refused, rewrite
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from satkit.matrix.sat import build_matrix, sat_value
 from satkit.errors import InputFileError, MismatchError, ParameterError
+from satkit.matrix.sat import build_matrix, sat_value
 
 
 def rows(*r):

@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from satkit.matrix.square import read_similarity_matrix, write_similarity_matrix
 from satkit.errors import InputFileError, ParameterError, SatkitError
+from satkit.matrix.square import read_similarity_matrix, write_similarity_matrix
 
 
 def write(tmp_path, text: str, name: str = "m.csv") -> str:

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cli_helpers import assert_clean_error, run
 from satkit.attacks import AttackParams
 from satkit.study import StudyConfig, plan_study, run_study
 from tests.conftest import TinyCNN, save_program
+
+from cli_helpers import assert_clean_error, run
 
 BASE = dict(n=30, params=AttackParams(eps=0.1, steps=2), analyses=False)
 

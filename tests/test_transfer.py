@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 import torch
 
-from satkit.matrix.sat import build_matrix
-from satkit.transfer import open_attack_files, run_transfer
 from satkit.attacks import AttackParams, run_attack, save_attack
 from satkit.data import load_data
 from satkit.errors import DataError, InputFileError, MismatchError
+from satkit.matrix.sat import build_matrix
+from satkit.transfer import open_attack_files, run_transfer
 from tests.conftest import tiny_model
 
 

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_helpers import assert_clean_error, run
 from satkit.errors import OutputError
+
+from cli_helpers import assert_clean_error, run
 
 REPO = Path(__file__).resolve().parent.parent
 M1, M2 = "digits/resnet-s1", "digits/vit-s1"
@@ -324,7 +325,7 @@ def test_partial_rules(tmp_path):
     dead.wait()
     here = host_tag()
     files = {
-        "legacy": f".a.csv.x1y2z3w4.partial",                      # older satkit: no writer in the name
+        "legacy": ".a.csv.x1y2z3w4.partial",                      # older satkit: no writer in the name
         "mine-alive": f".b.csv.x1y2z3w4.{here}@{os.getpid()}.partial",  # this process is writing it
         "mine-dead": f".c.csv.x1y2z3w4.{here}@{dead.pid}.partial",
         "locked-dead": f".d.csv.x1y2z3w4.{here}@{dead.pid}.partial",  # pid reused elsewhere? the lock is held

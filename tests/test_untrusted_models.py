@@ -134,10 +134,10 @@ def test_clean_pt2_loads_and_allow_code_opts_in(tmp_path):
 
 def test_guard_catches_what_the_archive_check_misses(tmp_path):
     """The audit-hook layer alone refuses a pickled weight (the archive check is a second wall, not the only one)."""
+    import torch
+
     from satkit.errors import ModelError
     from satkit.models.untrusted import no_code_from_files
-
-    import torch
 
     marker = tmp_path / "ran"
     bad = hostile.pt2_pickled_weight(tmp_path / "w.pt2", marker)

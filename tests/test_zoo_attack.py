@@ -4,8 +4,7 @@ import pytest
 
 from satkit.attacks import AttackParams, run_attack
 from satkit.data import load_data
-from satkit.models import load_model
-from satkit.models import zoo
+from satkit.models import load_model, zoo
 from satkit.study import DIGITS_EPS
 
 pytestmark = pytest.mark.slow  # every zoo model attacked at the default budget

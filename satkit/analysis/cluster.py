@@ -304,7 +304,7 @@ def tfidf_keywords(
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from satkit.cards import cards_for, COMPONENTS
+    from satkit.cards import COMPONENTS, cards_for
 
     labels = np.asarray(labels)
     if len(labels) != len(names):

@@ -63,8 +63,8 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
-from satkit.logits import Logits, top1_error
 from satkit.errors import MismatchError, ParameterError
+from satkit.logits import Logits, top1_error
 from satkit.matrix.sat import check_sat_matrix
 
 MAX_SIZE = 5

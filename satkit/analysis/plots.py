@@ -15,9 +15,9 @@ def save_figure(fig, path: str | os.PathLike) -> None:
     fmt = SUFFIX_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
         raise ParameterError(f"{path}: unknown plot format; use a .png, .svg or .pdf file name")
-    from satkit.io.atomic import atomic_output
-
     import matplotlib
+
+    from satkit.io.atomic import atomic_output
 
     # no dates and fixed SVG ids: the same figure gives the same bytes on a rerun
     metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)

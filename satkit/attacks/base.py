@@ -19,7 +19,8 @@ from typing import Any, Callable, Mapping
 
 from satkit.errors import ParameterError
 from satkit.limits import STEPS
-from satkit.settings import ATTACK, NATURAL_EPS, SEED, STEPS as DEFAULT_STEPS, STORAGE
+from satkit.settings import ATTACK, NATURAL_EPS, SEED, STORAGE
+from satkit.settings import STEPS as DEFAULT_STEPS
 
 
 @dataclass(frozen=True)

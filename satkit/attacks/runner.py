@@ -16,7 +16,6 @@ from satkit.data.base import CleanSet
 from satkit.data.stream import ImageStream
 from satkit.devices import model_numerics, resolve_amp
 from satkit.errors import DataError, ModelError, ParameterError
-from satkit.formats.attack import FORMAT as ATTACK_FORMAT
 from satkit.formats.attack import AttackHeader, AttackSettings, AttackStats
 from satkit.formats.attack import attack_key as attack_key  # re-exported: the key of a provenance dict
 from satkit.formats.files import write_satkit_file
@@ -27,6 +26,7 @@ from satkit.io.prefetch import pinned as _pinned
 from satkit.models.registry import ensure_num_classes
 from satkit.models.wrapper import LoadedModel
 from satkit.provenance import ProgressFn, data_provenance, versions
+
 
 @dataclass
 class AttackResult:

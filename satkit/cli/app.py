@@ -11,22 +11,22 @@ import typer
 
 from satkit import __version__
 from satkit.cli import common as c
+from satkit.cli.approx import approx
 from satkit.cli.attack import attack
 from satkit.cli.cards import cards_app
 from satkit.cli.cluster import cluster
 from satkit.cli.compare import compare
+from satkit.cli.distill import distill
+from satkit.cli.ensemble import ensemble
 from satkit.cli.importance import importance
 from satkit.cli.info import info
+from satkit.cli.logits import logits
 from satkit.cli.matrix import matrix
 from satkit.cli.merge import merge
+from satkit.cli.report import report
 from satkit.cli.study import study
 from satkit.cli.transfer import transfer
 from satkit.cli.zoo import zoo_app
-from satkit.cli.logits import logits
-from satkit.cli.ensemble import ensemble
-from satkit.cli.distill import distill
-from satkit.cli.approx import approx
-from satkit.cli.report import report
 
 app = typer.Typer(
     cls=c.SatkitGroup,

@@ -117,11 +117,11 @@ def cluster(
 
         satkit matrix transfer/*.csv | satkit cluster - -q
     """
-    from satkit.cards import load_cards
     from satkit.analysis.cluster import plot_spectral_distances, plot_tsne, spectral_cluster, tfidf_keywords
-    from satkit.matrix.square import read_similarity_matrix
+    from satkit.cards import load_cards
     from satkit.io.atomic import check_outputs
     from satkit.io.tables import write_table
+    from satkit.matrix.square import read_similarity_matrix
 
     c.set_quiet(quiet)
     # every output path is checked before any work: bad paths fail early, nothing is half-written

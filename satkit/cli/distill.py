@@ -74,11 +74,11 @@ def _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output) -> N
     from rich.markup import escape
     from rich.table import Table
 
-    from satkit.cards import load_cards
     from satkit.analysis.distill import recommend_teachers
-    from satkit.matrix.square import read_similarity_matrix
+    from satkit.cards import load_cards
     from satkit.io.atomic import check_outputs
     from satkit.io.tables import write_table
+    from satkit.matrix.square import read_similarity_matrix
 
     if student is None:
         c.fail("--recommend needs --student NAME (a model of the SAT matrix or a zoo architecture like digits/vit)")
@@ -106,13 +106,21 @@ def _recommend(student, sat, cards, sat_proxy, rec_output, teacher, output) -> N
 def _train(teacher, student, data, eval_data, output, epochs, lr, batch_size, soft, temperature, alpha, seed, sat,
            sat_proxy, metrics, name, device, arch, allow_code, pretrained, model_kwargs=None) -> None:
     from satkit.analysis.distill import (
-        DistillConfig, append_metrics, distill as run_distill, metrics_row, resolve_student, save_student,
-        student_proxies, teacher_student_sat,
+        DistillConfig,
+        append_metrics,
+        metrics_row,
+        resolve_student,
+        save_student,
+        student_proxies,
+        teacher_student_sat,
     )
-    from satkit.matrix.square import read_similarity_matrix
+    from satkit.analysis.distill import (
+        distill as run_distill,
+    )
     from satkit.data import load_data
     from satkit.devices import resolve_device
     from satkit.io.atomic import check_outputs
+    from satkit.matrix.square import read_similarity_matrix
     from satkit.models import load_model
 
     if student is None:

@@ -54,11 +54,11 @@ def ensemble(
         satkit ensemble logits/*.safetensors --sat sat.csv -k 6 --select 3 --grid grid.csv
     """
     from satkit.analysis.ensemble import analyze_ensembles, grid_wide, plot_sat_vs_err, read_clusters_table
-    from satkit.logits import open_logits_files
-    from satkit.matrix.square import read_similarity_matrix
     from satkit.cli.cluster import check_plot_path
     from satkit.io.atomic import atomic_output, check_outputs
     from satkit.io.tables import write_table
+    from satkit.logits import open_logits_files
+    from satkit.matrix.square import read_similarity_matrix
 
     c.set_quiet(quiet)
     check_outputs({"-o": output, "--plot": plot, "--grid": grid, "--summary": summary}, [*logits, sat, clusters])

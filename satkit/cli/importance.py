@@ -55,12 +55,12 @@ def importance(
 
         satkit importance sat.csv --cards my_cards.csv
     """
-    from satkit.cards import load_cards
     from satkit.analysis.importance import feature_importance, plot_importance
-    from satkit.matrix.square import read_similarity_matrix
+    from satkit.cards import load_cards
     from satkit.cli.cluster import check_plot_path, check_stdin_once, warn_missing_cards
     from satkit.io.atomic import check_outputs
     from satkit.io.tables import write_table
+    from satkit.matrix.square import read_similarity_matrix
 
     c.set_quiet(quiet)
     check_outputs({"-o": output, "--plot": plot}, [sat_csv, cards])

@@ -10,7 +10,6 @@ from typing import Sequence
 import typer
 
 
-
 def info(
     file: Path = typer.Argument(..., help="A file satkit wrote (attack or logits .safetensors)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full provenance as JSON on stdout."),

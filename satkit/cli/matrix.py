@@ -39,10 +39,10 @@ def matrix(
 
         satkit matrix transfer/*.csv -o sat.csv --same-class same.csv     # same wrong class, per pair
     """
-    from satkit.matrix.sat import build_matrix
     from satkit.cli.render import render_matrix
     from satkit.io.atomic import check_outputs
     from satkit.io.tables import read_table, write_table
+    from satkit.matrix.sat import build_matrix
 
     c.set_quiet(quiet)
     from satkit.cli.cluster import check_plot_path

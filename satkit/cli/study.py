@@ -10,7 +10,6 @@ import typer
 from satkit import settings as S
 from satkit.cli import common as c
 
-
 _STAGE_LABELS = {"zoo": "train", "data": "data", "attack": "attack", "transfer": "transfer", "matrix": "matrix", "analysis": "analysis"}
 _STEPPED_STAGES = ("zoo", "analysis", "precision")
 

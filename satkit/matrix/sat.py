@@ -21,7 +21,8 @@ import polars as pl
 from satkit.errors import InputFileError, MismatchError, ParameterError
 from satkit.formats.transfer import PER_SAMPLE_COLUMNS, REQUIRED
 from satkit.limits import N_BOOT
-from satkit.settings import EPS_S, N_BOOT as N_BOOT_DEFAULT
+from satkit.settings import EPS_S
+from satkit.settings import N_BOOT as N_BOOT_DEFAULT
 
 DEFAULT_EPS_S = EPS_S  # the SAT floor, percent: satkit.settings
 

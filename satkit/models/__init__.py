@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from satkit.models.registry import ModelOptions, load_model, model_display_name
-    from satkit.models.wrapper import ClassifierWrapper, DataConfig, LoadedModel, preprocess
+    from satkit.models.registry import ModelOptions, load_model, model_display_name  # noqa: F401 (lazy, see __getattr__)
+    from satkit.models.wrapper import ClassifierWrapper, DataConfig, LoadedModel, preprocess  # noqa: F401
 
 _WHERE = {
     "ModelOptions": "satkit.models.registry",

@@ -13,8 +13,8 @@ import re
 
 import torch
 
-from satkit.io.pixels import as_float
 from satkit.errors import DataError, ModelError
+from satkit.io.pixels import as_float
 from satkit.models.wrapper import LoadedModel
 
 # A 1000-way head is ImageNet-1k in practice (timm's default head).

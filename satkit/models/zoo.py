@@ -59,11 +59,10 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn as nn
 
+from satkit.cards import COMPONENTS  # the paper's 13 model-card columns, in its order
 from satkit.errors import ModelError, ParameterError
 from satkit.models.train import accuracy, fit, predict
 from satkit.models.wrapper import DataConfig, preprocess
-
-from satkit.cards import COMPONENTS  # the paper's 13 model-card columns, in its order
 
 NUM_CLASSES = 10
 ZOO_PREFIX = "digits/"

@@ -33,8 +33,8 @@ from satkit.attacks import AttackParams
 from satkit.data import DataRequest, default_eps
 from satkit.errors import MismatchError, ParameterError
 from satkit.io.atomic import check_outputs
-from satkit.limits import K
 from satkit.jobs import DEFAULT_BATCH_SIZE, AttackJob, attack_into_file, attack_is_current
+from satkit.limits import K
 from satkit.matrix.sat import sat_value
 from satkit.matrix.square import read_similarity_matrix
 from satkit.models import ModelOptions, model_display_name

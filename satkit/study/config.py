@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satkit import settings as S
 from satkit.attacks import AttackParams
 from satkit.data import DataRequest, default_eps
 from satkit.errors import ParameterError
 from satkit.jobs import DEFAULT_BATCH_SIZE, AttackJob
-from satkit.limits import BATCH_SIZE, CHUNK, K, N_BOOT
+from satkit.limits import BATCH_SIZE, CHUNK, N_BOOT, K
 from satkit.matrix.sat import DEFAULT_EPS_S
-from satkit import settings as S
 from satkit.models import ModelOptions, model_display_name
 from satkit.study.layout import StudyDir, slug
 

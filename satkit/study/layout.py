@@ -46,7 +46,7 @@ from satkit.data import DataRequest
 from satkit.errors import InputFileError, OutputError, SatkitError
 from satkit.io.atomic import atomic_output
 from satkit.io.partials import remove_stale_partials
-from satkit.limits import BATCH_SIZE, CHUNK, CHUNK_INDEX, K, N_BOOT
+from satkit.limits import BATCH_SIZE, CHUNK, CHUNK_INDEX, N_BOOT, K
 
 SCHEMA_VERSION = 1
 

@@ -34,9 +34,9 @@ from satkit.io.tables import read_table, write_table
 from satkit.matrix.sat import SatMatrix, bootstrap_ci, build_matrix
 from satkit.study.analyses import StudyAnalysis, run_analyses, write_heatmaps, write_logits, write_model_summary
 from satkit.study.config import StudyConfig
-from satkit.study.tasks import JobReport, attack_job, open_study_attacks, study_data, transfer_job, transfer_state
 from satkit.study.layout import StudyDir, StudySettings, write_settings
 from satkit.study.plan import attacks_done
+from satkit.study.tasks import JobReport, attack_job, open_study_attacks, study_data, transfer_job, transfer_state
 
 
 @dataclass

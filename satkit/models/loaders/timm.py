@@ -70,8 +70,6 @@ def check_timm_name(name: str) -> None:
 
 
 def load(name: str, opts: ModelOptions) -> LoadedModel:
-    import timm
-
     check_timm_name(name)
     hub = name.startswith(HF_HUB_PREFIX)
     if opts.model_kwargs and opts.pretrained:

@@ -9,8 +9,9 @@ from satkit.models.wrapper import ClassifierWrapper, LoadedModel
 
 
 def load(spec: str, opts: ModelOptions) -> LoadedModel:
-    from satkit.models import zoo
     from safetensors.torch import load_file
+
+    from satkit.models import zoo
 
     name = spec.removeprefix(ZOO_PREFIX)
     if name not in zoo.ZOO_MODELS:
