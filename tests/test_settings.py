@@ -134,6 +134,7 @@ def adaptive_study(tmp_path_factory):
 
 @pytest.mark.slow
 def test_adaptive_root_is_a_study(adaptive_study, tmp_path):
+    from satkit.matrix.square import read_similarity_matrix
     out, data = adaptive_study
     from satkit.study import read_settings
 
@@ -143,7 +144,14 @@ def test_adaptive_root_is_a_study(adaptive_study, tmp_path):
     assert {"sat.csv", "sat_long.csv", "report.html", "models.csv"} <= {p.name for p in out.iterdir()}
     # satkit report
     run("report", "-q", out, "-o", tmp_path / "r.html")
-    assert "SAT study" in (tmp_path / "r.html").read_text(encoding="utf-8")
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "SAT study" in page
+    # how the widest interval fell with images added: one row per chunk
+    import re
+
+    precision = re.sub(r"<[^>]+>", " ", page[page.index('id="precision"'):page.index('id="files"')])
+    assert all(re.search(rf"\b{k}\s+{k * 20}\b", precision) for k in (1, 2, 3)), precision
+    assert "stopped by" in precision
     # --plan: everything done, the chunks counted
     r = run("study", *MODELS, "--data", data, "--eps", "0.1", "--steps", "2", "--precision", "1e-9", "--chunk", "20", "--plan", "-o", out)
     assert "3 chunk(s) at most (3 done)" in r.stdout and "attacks to run: 0 (9 already done)" in r.stdout
@@ -155,3 +163,11 @@ def test_adaptive_root_is_a_study(adaptive_study, tmp_path):
     s = json.loads((tmp_path / "a.json").read_text())
     assert s["attack_reused"] and {row["model"] for row in s["rows"]} == {"digits/vit-s1", "digits/mixer-s1"}
     assert all(0 < row["n_both"] <= 60 for row in s["rows"])
+    # exact rows over the chunks: the full SAT of the root's matrix, and the report shows them as exact
+    names, S = read_similarity_matrix(out / "sat.csv")
+    for row in s["rows"]:
+        assert row["kind"] == "exact" and row["sat"] == S[names.index("digits/resnet-s1"), names.index(row["model"])]
+    (out / "approx-resnet-s1.json").write_text((tmp_path / "a.json").read_text())
+    run("report", "-q", out, "-o", tmp_path / "r2.html")
+    placed = re.sub(r"<[^>]+>", " ", (tmp_path / "r2.html").read_text(encoding="utf-8"))
+    assert "exact rows; joins cluster" in placed and "interval" in placed

@@ -57,8 +57,9 @@ SECTIONS = {
     "clusters": "Clusters",
     "importance": "Component importance",
     "ensembles": "Ensembles",
-    "approx": "Approximate placements",
+    "approx": "Placements of new models",
     "intervals": "Confidence intervals",
+    "precision": "Precision by images added",
     "files": "Files",
 }
 FIGURES = {"clusters": ("clusters.png", "tsne.png"), "importance": ("importance.png",), "ensembles": ("sat_vs_err.png",)}
@@ -158,6 +159,8 @@ class Placement:
     runner_up: str
     margin: str
     table: Table
+    kind: str = "one-sided"  # exact: every row is the full SAT (approx --study with the known models' attack files)
+    interval: str = ""  # the margin's bootstrap interval over images, as text ("" when not computed)
 
 
 @dataclass
@@ -210,6 +213,7 @@ def load_view(study_dir: str | os.PathLike, output: str | os.PathLike | None = N
         "ensembles": _guarded(lambda: _ensembles(r)),
         "approx": _guarded(lambda: _approx(r)),
         "intervals": _guarded(lambda: _intervals(long)),
+        "precision": _guarded(lambda: _precision(settings)),
         "files": _guarded(lambda: _files(root, output)),
     }
     return ReportView(title=str(root.name or root), n_models=len(names), data_source=settings.data.source,
@@ -590,12 +594,37 @@ def _approx(r: _Reader) -> ApproxSection:
             out.notes.append(r.notes.get(p.name, f"{p.name}: not an approx summary; left out"))
             continue
         rows = d.get("rows") if isinstance(d.get("rows"), list) else []
-        table = Table(("known model", "cluster", "|X_NA|", "approx SAT"),
-                      [(_text(x.get("model")), _text(x.get("cluster")), _text(x.get("n_both")), _num(x.get("sat_approx")))
-                       for x in rows if isinstance(x, dict)], frozenset({1, 2, 3}))
+        table = Table(("known model", "cluster", "row", "|X_NB|", "one-sided SAT", "SAT"),
+                      [(_text(x.get("model")), _text(x.get("cluster")), _text(x.get("kind") or "one-sided"),
+                        _text(x.get("n_both")), _num(x.get("sat_approx")), _num(x.get("sat")))
+                       for x in rows if isinstance(x, dict)], frozenset({1, 3, 4, 5}))
+        ci = d.get("margin_ci")
+        interval = ""
+        if isinstance(ci, list) and len(ci) == 2 and all(_float_or_none(c) is not None for c in ci):
+            lo, hi = (_float_or_none(c) for c in ci)
+            level = _float_or_none(d.get("margin_level"))
+            interval = (f"{level:.0%} interval " if level is not None else "interval ") + f"{lo:.3f} .. {hi:.3f}" + (
+                " (holds 0: a coin toss between the two clusters)" if lo <= 0 <= hi else "")
         out.placements.append(Placement(model=_text(d.get("model")), file=p.name, joined=_text(d.get("joined")),
                                         runner_up=_text(d.get("runner_up")), margin=_num(d.get("margin"), empty="n/a"),
-                                        table=table))
+                                        table=table, kind="exact" if d.get("exact") is True else "one-sided",
+                                        interval=interval))
+    return out
+
+
+def _precision(s: StudySettings) -> TableSection:
+    """An adaptive study (``--precision``): the widest interval half-width after each chunk of images."""
+    a = s.adaptive
+    if not isinstance(a, dict):
+        return TableSection(absent="A fixed sample. satkit study --precision W adds images in chunks until every "
+                                   "pair's interval half-width is at most W, and shows here how it fell.")
+    hist = [h for h in (a.get("history") or []) if isinstance(h, dict)]
+    rows = [(_text(h.get("chunks")), _text(h.get("images")), _num(h.get("max_half_width"), empty="n/a")) for h in hist]
+    level = _float_or_none(a.get("level"))
+    out = TableSection(table=Table(("chunks", "images", "widest half-width"), rows, frozenset({0, 1, 2})))
+    out.notes.append(f"Target half-width {_num(s.precision)} at level {_pct(level, 0) if level is not None else '?'}; "
+                     f"stopped by {_text(a.get('stopped'))} after {_text(a.get('images_used'))} of "
+                     f"{_text(a.get('images_available'))} images.")
     return out
 
 
