@@ -48,7 +48,8 @@ def main() -> None:
         names_a, A = read_similarity_matrix(a.root / "adaptive" / "sat.csv")
         c = compare_matrices(names_f, F, names_a, A, k=k)
         rows.append({"W": w, "images": res["images_used"], "available": res["images_available"], "seconds": round(total, 1),
-                     "max_half_width": res["max_half_width"] if res["max_half_width"] is not None else float("inf"), "stopped": res["stopped"], "pearson": c.pearson, "ari": c.ari, "k": k})
+                     "max_half_width": res["max_half_width"] if res["max_half_width"] is not None else float("inf"), "stopped": res["stopped"],
+                     "pearson": c.pearson, "ari": c.ari, "k": k})
     print(f"| W | images used (of {rows[0]['available']}) | wall time | widest half-width | Pearson r vs full | ARI vs full (k={k}) |")
     print("|---|---|---|---|---|---|")
     for r in rows:

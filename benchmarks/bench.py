@@ -309,7 +309,8 @@ def print_table(res: dict) -> None:
         print(f"machine: {res['machine']}")
     if "pgd" in res:
         print("\nPGD (CPU fp32), per step; ratios > 1 mean satkit is faster")
-        print(f"{'model':24} {'fwd s':>7} {'floor s':>8} {'satkit s':>9} {'step/fwd':>9} {'step/floor':>10} {'vs TA':>6} {'vs ART':>7}  success (satkit/TA/ART)")
+        print(f"{'model':24} {'fwd s':>7} {'floor s':>8} {'satkit s':>9} {'step/fwd':>9} {'step/floor':>10} "
+              f"{'vs TA':>6} {'vs ART':>7}  success (satkit/TA/ART)")
         for r in res["pgd"]:
             s = r.get("success_rate", {})
             succ = "/".join(f"{s[k]:.2f}" if k in s else "-" for k in ("satkit", "torchattacks", "art"))
@@ -321,10 +322,12 @@ def print_table(res: dict) -> None:
             print(f"{r['model']:24} {r['images']} images: transfer {r['transfer_s']:.2f} s, bare {r['bare_loop_s']:.2f} s, ratio {r['transfer_over_bare']:.2f}")
     if "transfer_peak_rss" in res:
         m = res["transfer_peak_rss"]
-        print(f"\ntransfer peak RSS: 2 files {m['files_2'] / 2**20:.0f} MiB, 8 files {m['files_8'] / 2**20:.0f} MiB (each file {m['file_bytes'] / 2**20:.0f} MiB)")
+        print(f"\ntransfer peak RSS: 2 files {m['files_2'] / 2**20:.0f} MiB, 8 files {m['files_8'] / 2**20:.0f} MiB "
+              f"(each file {m['file_bytes'] / 2**20:.0f} MiB)")
     if "attack_job" in res:
         j = res["attack_job"]
-        print(f"\nwhole attack job from a folder of {j['images']} JPEGs: {j['job_s']:.1f} s; attack loop alone {j['attack_loop_s']:.1f} s; ratio {j['loop_over_job']:.2f}")
+        print(f"\nwhole attack job from a folder of {j['images']} JPEGs: {j['job_s']:.1f} s; "
+              f"attack loop alone {j['attack_loop_s']:.1f} s; ratio {j['loop_over_job']:.2f}")
         if "job_cpu_s" in j:
             before, after = j["attack_loop_runs_s"]
             print(f"  loop before / after the job {before:.1f} / {after:.1f} s; CPU s: job {j['job_cpu_s']:.1f}, loop {j['attack_loop_cpu_s']:.1f}; "

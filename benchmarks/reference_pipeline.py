@@ -257,7 +257,8 @@ def print_table(r: dict) -> None:
     print(f"{len(r['models'])} default zoo models, digits test set n = {r['n']} with {r['wrong_labels']} labels "
           f"({r['wrong_labels'] / r['n']:.0%}) replaced by another class; accuracy {min(acc.values()):.3f}-{max(acc.values()):.3f} "
           f"(mean {np.mean(list(acc.values())):.3f}); PGD eps {r['eps']}, {r['steps']} steps, batch {r['batch']}; "
-          f"torch threads {r['machine']['threads']}, OMP_WAIT_POLICY {r['machine'].get('OMP_WAIT_POLICY')}, 1-min load average {', '.join(f'{x:.1f}' for x in r['machine']['loadavg_1min'])}\n")
+          f"torch threads {r['machine']['threads']}, OMP_WAIT_POLICY {r['machine'].get('OMP_WAIT_POLICY')}, "
+          f"1-min load average {', '.join(f'{x:.1f}' for x in r['machine']['loadavg_1min'])}\n")
     p, q = r["passes"]["reference"], r["passes"]["satkit"]
     ra = r["ratio"]
     print(f"{'':28} {'reference':>12} {'satkit':>12} {'satkit/ref':>10}")

@@ -21,7 +21,6 @@ from satkit.analysis.ensemble import EnsembleData, analyze_ensembles, ensemble_l
 from satkit.analysis.importance import feature_importance
 from satkit.cards import COMPONENTS, NAME
 from satkit.cli.app import app
-from tests.cli_helpers import run_bad_case
 from satkit.data.base import stratified_sample
 from satkit.errors import InputFileError, MismatchError, ParameterError, SatkitError
 from satkit.formats.logits import LogitsHeader
@@ -37,6 +36,7 @@ from satkit.matrix.sat import (
 )
 from satkit.matrix.square import read_similarity_matrix, write_similarity_matrix
 from satkit.transfer import TRANSFER_SCHEMA
+from tests.cli_helpers import run_bad_case
 
 runner = CliRunner()
 MODELS = ["A", "B", "C"]
@@ -134,7 +134,9 @@ def broken_tables() -> dict[str, tuple[pl.DataFrame, list[str]]]:
         "bool": (GOOD.with_columns(pl.col("n_fooled") > 0), ["row 1", "n_fooled", "not a number"]),
         "fooled-above-both": (with_cell(GOOD, ROW, "n_fooled", str(nb + 1)), ["row 2", f"n_fooled ({nb + 1}) exceeds n_both ({nb})"]),
         "both-above-n": (
-            GOOD.with_columns(pl.lit(big).alias("n_both"), pl.lit(big).alias("n_source_correct"), pl.lit(big).alias("n_target_correct"), pl.lit(0).alias("n_fooled")),
+            GOOD.with_columns(
+                pl.lit(big).alias("n_both"), pl.lit(big).alias("n_source_correct"), pl.lit(big).alias("n_target_correct"), pl.lit(0).alias("n_fooled")
+            ),
             ["row 1", f"n_both ({big}) exceeds n ({N})"],
         ),
         "both-above-correct": (with_cell(GOOD, ROW, "n_both", str(N)), ["row 2", "exceeds n_source_correct"]),
@@ -447,7 +449,8 @@ CASES = [
     ("matrix-n-boot-too-few", ["matrix", "{d}/t.csv", "--per-sample", "{d}/s.csv", "--n-boot", "10", *_MATRIX_CI], ["--n-boot", ">= 40"]),
     ("matrix-ci-zero", ["matrix", "{d}/t.csv", "--per-sample", "{d}/s.csv", "--ci", "0", "-o", "{out}.csv", "--long", "{out}_long.csv"], ["--ci"]),
     ("matrix-ci-one", ["matrix", "{d}/t.csv", "--per-sample", "{d}/s.csv", "--ci", "1", "-o", "{out}.csv", "--long", "{out}_long.csv"], ["--ci"]),
-    ("matrix-ci-percent", ["matrix", "{d}/t.csv", "--per-sample", "{d}/s.csv", "--ci", "95", "-o", "{out}.csv", "--long", "{out}_long.csv"], ["--ci", "(0, 1)"]),
+    ("matrix-ci-percent", ["matrix", "{d}/t.csv", "--per-sample", "{d}/s.csv", "--ci", "95", "-o", "{out}.csv", "--long", "{out}_long.csv"],
+     ["--ci", "(0, 1)"]),
     ("matrix-ci-nan", ["matrix", "{d}/t.csv", "--per-sample", "{d}/s.csv", "--ci", "nan", "-o", "{out}.csv", "--long", "{out}_long.csv"], ["--ci"]),
     ("matrix-per-sample-no-fooled", ["matrix", "{d}/t.csv", "--per-sample", "{d}/s_nocol.csv", *_MATRIX_CI], ["s_nocol.csv", "lacks column", "fooled"]),
     ("matrix-per-sample-flag-text", ["matrix", "{d}/t.csv", "--per-sample", "{d}/s_flag.csv", *_MATRIX_CI], ["s_flag.csv", "row 6", "not true/false"]),

@@ -14,17 +14,42 @@ from satkit.cli import common as c
 
 def approx(
     model: str = typer.Argument(..., help="The NEW model: timm name[.tag], digits/<name>, or a model file (.safetensors with --arch, .pt, .pt2)."),
-    study: Optional[Path] = typer.Option(None, "--study", help="Study directory (satkit study): known models, clean set, attack settings and sat.csv come from it."),
+    study: Optional[Path] = typer.Option(
+        None, "--study",
+        help="Study directory (satkit study): known models, clean set, attack settings and sat.csv come from it.",
+    ),
     models: Optional[List[str]] = typer.Option(None, "--models", help="Without --study: the known models (repeat the option or separate with commas)."),
-    known: Optional[str] = typer.Option(None, "--known", help="A known set instead of --models/--study: paper69, the paper's 69 ImageNet models (names resolved in the installed timm), placed in the paper's Table 1 clusters; needs --data (ImageNet val)."),
-    plan: bool = typer.Option(False, "--plan", help="With --known: print each model's name today (or why it is missing), its Table 1 cluster, the weights it needs and the work, then exit (offline, no model is loaded)."),
-    output: str = typer.Option("-", "--output", "-o", help="Table: one row per known model (model, cluster, kind, n_both, n_fooled, fool_rate, sat_approx, n_fooled_new, sat); - for stdout."),
-    one_sided: bool = typer.Option(False, "--one-sided", help="With --study: only the paper's one-sided estimate (appendix G.1), not the exact rows (saves N's forward passes over the known models' adversarials)."),
+    known: Optional[str] = typer.Option(
+        None, "--known",
+        help="A known set instead of --models/--study: paper69, the paper's 69 ImageNet models (names resolved in the installed timm), placed in the paper's "
+        "Table 1 clusters; needs --data (ImageNet val).",
+    ),
+    plan: bool = typer.Option(
+        False, "--plan",
+        help="With --known: print each model's name today (or why it is missing), its Table 1 cluster, the weights it needs and the work, then exit (offline, "
+        "no model is loaded).",
+    ),
+    output: str = typer.Option(
+        "-", "--output", "-o",
+        help="Table: one row per known model (model, cluster, kind, n_both, n_fooled, fool_rate, sat_approx, n_fooled_new, sat); - for stdout.",
+    ),
+    one_sided: bool = typer.Option(
+        False, "--one-sided",
+        help="With --study: only the paper's one-sided estimate (appendix G.1), not the exact rows (saves N's forward passes over the known models' "
+        "adversarials).",
+    ),
     k: Optional[int] = c.KOpt,
-    sat: Optional[str] = typer.Option(None, "--sat", help="Without --study: SAT matrix of the known models, for the cluster assignment. With --known paper69: the released matrix (SAT_release.csv of github:J-H-Hwang/SAT, as published), clustered too; both placements are reported."),
+    sat: Optional[str] = typer.Option(
+        None, "--sat",
+        help="Without --study: SAT matrix of the known models, for the cluster assignment. With --known paper69: the released matrix (SAT_release.csv of "
+        "github:J-H-Hwang/SAT, as published), clustered too; both placements are reported.",
+    ),
     summary: Optional[Path] = typer.Option(None, "--summary", help="Write the rows, the cluster N joins, the runner-up and the margin as JSON."),
     save_attack: Optional[Path] = typer.Option(None, "--save-attack", help="Keep the attack file made on the new model (e.g. to add it to the study later)."),
-    reuse: bool = typer.Option(True, "--reuse/--no-reuse", help="When the study already holds the new model's attack file (same weights and settings), reuse it."),
+    reuse: bool = typer.Option(
+        True, "--reuse/--no-reuse",
+        help="When the study already holds the new model's attack file (same weights and settings), reuse it.",
+    ),
     data: Optional[str] = typer.Option(None, "--data", help="Without --study: the data (default digits). With --study the study's data is used."),
     n: Optional[int] = typer.Option(None, "--n", help="Without --study: sample size (default all)."),
     data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Without --study: seed of the --n sample."),

@@ -86,11 +86,18 @@ def cluster(
     k: Optional[int] = typer.Option(None, "--k", "-k", help="Number of clusters. Default: chosen by the largest eigengap among 2..n/2."),
     cards: Optional[str] = typer.Option(None, "--cards", help="Extra model cards CSV ('Model name' + 13 components); adds to / overrides the built-in cards."),
     output: str = typer.Option("-", "--output", "-o", help="Clusters CSV: model, cluster, method, spec_1..spec_k (spectral features); - for stdout."),
-    keywords: Optional[Path] = typer.Option(None, "--keywords", help="Also write the top-5 TF-IDF keywords per cluster as CSV (cluster, rank, keyword, score, n_models)."),
+    keywords: Optional[Path] = typer.Option(
+        None, "--keywords",
+        help="Also write the top-5 TF-IDF keywords per cluster as CSV (cluster, rank, keyword, score, n_models).",
+    ),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Heatmap of spectral-feature distances sorted by cluster (paper Fig. 4); .png, .svg or .pdf."),
     tsne: Optional[Path] = typer.Option(None, "--tsne", help="t-SNE map of the models coloured by cluster (paper Fig. 1); .png, .svg or .pdf."),
     seed: int = typer.Option(0, "--seed", help="Seed of k-means (100 restarts) and t-SNE."),
-    method: str = typer.Option(S.CLUSTER_METHOD, "--method", help="paper: k-means on the top-k eigenvectors as the paper describes them; njw: rows normalized to unit length first (Ng-Jordan-Weiss). Recorded in the output's method column."),
+    method: str = typer.Option(
+        S.CLUSTER_METHOD, "--method",
+        help="paper: k-means on the top-k eigenvectors as the paper describes them; njw: rows normalized to unit length first (Ng-Jordan-Weiss). Recorded in "
+        "the output's method column.",
+    ),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Group models by SAT with spectral clustering (paper 4.1, appendix D.3).

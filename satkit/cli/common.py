@@ -339,7 +339,11 @@ DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, mps or aut
 AmpOpt = typer.Option(S.AMP, "--amp", help="Autocast: bf16, fp16 (GPU) or off.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr.")
 ArchOpt = typer.Option(None, "--arch", help="Architecture for a weights-only file: a timm name or digits/<arch>.")
-ModelKwargsOpt = typer.Option(None, "--model-kwargs", help="timm.create_model arguments the weights were made with, e.g. in_chans=1,num_classes=10 (repeat the option or separate with commas; values are read as int, float, true/false, none or text).")
+ModelKwargsOpt = typer.Option(
+    None, "--model-kwargs",
+    help="timm.create_model arguments the weights were made with, e.g. in_chans=1,num_classes=10 (repeat the option or separate with commas; values are read "
+    "as int, float, true/false, none or text).",
+)
 CodeOpt = typer.Option(
     False, "--allow-code-execution", "--allow-pickle",
     help="Run code a model file carries: load a pickled model or TorchScript, or a .pt2 outside the pure-operator check. "
@@ -349,9 +353,21 @@ PretrainedOpt = typer.Option(True, "--pretrained/--random-init", help="timm name
 MeanOpt = typer.Option(None, "--mean", help="Override normalization mean, e.g. 0.485,0.456,0.406.")
 StdOpt = typer.Option(None, "--std", help="Override normalization std, e.g. 0.229,0.224,0.225.")
 InputSizeOpt = typer.Option(None, "--input-size", help="Override the model's input size C,H,W (e.g. 3,224,224).")
-DataOpt = typer.Option(S.DATA, "--data", help="digits | digits:train | an image folder (one sub-folder per class, or flat with --labels) | a .safetensors data file (images + labels tensors).")
-LabelsOpt = typer.Option(None, "--labels", help="Labels of a flat image folder (--data DIR): Kaggle's LOC_val_solution.csv (synset ids) or filename,label lines; synsets map to timm's ImageNet class order.")
-NOpt = typer.Option(None, "--n", help=f"Draw a class-stratified, seeded sample of N images (satkit: N // classes per class, the rest to seeded random classes, so 5000 over ImageNet's 1000 classes is 5 per class; the paper: a 10 % sample of the ImageNet validation set, 5,000 images, without saying how it was drawn). Default: all. Range: {L.N.text}.")
+DataOpt = typer.Option(
+    S.DATA, "--data",
+    help="digits | digits:train | an image folder (one sub-folder per class, or flat with --labels) | a .safetensors data file (images + labels tensors).",
+)
+LabelsOpt = typer.Option(
+    None, "--labels",
+    help="Labels of a flat image folder (--data DIR): Kaggle's LOC_val_solution.csv (synset ids) or filename,label lines; synsets map to timm's ImageNet class "
+    "order.",
+)
+NOpt = typer.Option(
+    None, "--n",
+    help="Draw a class-stratified, seeded sample of N images (satkit: N // classes per class, the rest to seeded random classes, so 5000 over ImageNet's 1000 "
+    "classes is 5 per class; the paper: a 10 % sample of the ImageNet validation set, 5,000 images, without saying how it was drawn). Default: all. Range: "
+    f"{L.N.text}.",
+)
 DataSeedOpt = typer.Option(S.DATA_SEED, "--data-seed", help="Seed of the --n sample.")
 CanvasOpt = typer.Option(None, "--canvas", help=f"Canvas size in px every model sees (default: 16 for digits, 224 for folders). Range: {L.CANVAS.text}.")
 
@@ -359,9 +375,20 @@ CanvasOpt = typer.Option(None, "--canvas", help=f"Canvas size in px every model 
 # Attack choice and attack-specific options, shared by `attack` and `study`. The help texts are
 # written here (importing the registry would import torch for every --help); a test keeps them
 # in step with satkit.attacks.ATTACKS.
-AttackOpt = typer.Option(S.ATTACK, "--attack", help="pgd (the paper's: Madry et al.), mifgsm (momentum, Dong et al.), vmifgsm (variance-tuned MI-FGSM, Wang & He), apgd-ce (APGD with cross-entropy, Croce & Hein: AutoAttack's core) or lf-pgd (PGD in a low-frequency DCT band). All L-infinity, untargeted; see docs/attacks.md.")
-StepsOpt = typer.Option(S.STEPS, "--steps", help=f"Attack iterations (paper: {S.STEPS} PGD steps). vmifgsm costs 1 + --vmi-samples gradients per step. Range: {L.STEPS.text}.")
-StepSizeOpt = typer.Option(None, "--step-size", help=f"Step per iteration, pixel scale. Default: {S.MADRY_STEP_RULE} (pgd, lf-pgd), eps/steps (mifgsm, vmifgsm), 2*eps initial step halved at checkpoints (apgd-ce).")
+AttackOpt = typer.Option(
+    S.ATTACK, "--attack",
+    help="pgd (the paper's: Madry et al.), mifgsm (momentum, Dong et al.), vmifgsm (variance-tuned MI-FGSM, Wang & He), apgd-ce (APGD with cross-entropy, "
+    "Croce & Hein: AutoAttack's core) or lf-pgd (PGD in a low-frequency DCT band). All L-infinity, untargeted; see docs/attacks.md.",
+)
+StepsOpt = typer.Option(
+    S.STEPS, "--steps",
+    help=f"Attack iterations (paper: {S.STEPS} PGD steps). vmifgsm costs 1 + --vmi-samples gradients per step. Range: {L.STEPS.text}.",
+)
+StepSizeOpt = typer.Option(
+    None, "--step-size",
+    help=f"Step per iteration, pixel scale. Default: {S.MADRY_STEP_RULE} (pgd, lf-pgd), eps/steps (mifgsm, vmifgsm), 2*eps initial step halved at checkpoints "
+    "(apgd-ce).",
+)
 DecayOpt = typer.Option(None, "--decay", help="mifgsm, vmifgsm: momentum decay mu. Default 1.0.")
 VmiSamplesOpt = typer.Option(None, "--vmi-samples", help="vmifgsm: neighbours per step for the gradient variance (N). Default 20.")
 VmiBetaOpt = typer.Option(None, "--vmi-beta", help="vmifgsm: neighbourhood radius in units of eps. Default 1.5.")
@@ -370,17 +397,29 @@ BandOpt = typer.Option(None, "--band", help="lf-pgd: fraction of DCT frequencies
 
 
 EPS_DEFAULTS = f"{S.DIGITS_EPS:g} for digits (see docs/study.md), {round(S.NATURAL_EPS * 255)}/255 otherwise"
-EpsOpt = typer.Option(None, "--eps", help=f"L-infinity budget in pixel scale [0, 1]; a fraction like 8/255 is fine. Default: {EPS_DEFAULTS} (the same in every command). uint8 files store floor(255 eps)/255.")
+EpsOpt = typer.Option(
+    None, "--eps",
+    help=f"L-infinity budget in pixel scale [0, 1]; a fraction like 8/255 is fine. Default: {EPS_DEFAULTS} (the same in every command). uint8 files store "
+    "floor(255 eps)/255.",
+)
 SeedOpt = typer.Option(S.SEED, "--seed", help="Seed of the attack's random start and sampling (per sample).")
 StorageOpt = typer.Option(S.STORAGE, "--storage", help="Storage dtype of clean/adv images: uint8, float16 or float32.")
 EpsSOpt = typer.Option(S.EPS_S, "--eps-s", help=f"SAT floor in percent: SAT = ln(max(eps_s, transfer %)). Default {S.EPS_S:g} keeps SAT in [0, ln 100].")
 KOpt = typer.Option(None, "-k", "--k", help=f"Number of clusters (default: chosen by the eigengap). Range: {L.K.text}.")
-ClusterMethodOpt = typer.Option(S.CLUSTER_METHOD, "--cluster-method", help="Spectral clustering: paper (the paper's procedure) or njw (rows normalized); see satkit cluster --help. Recorded in study.json; approx --study follows it.")
+ClusterMethodOpt = typer.Option(
+    S.CLUSTER_METHOD, "--cluster-method",
+    help="Spectral clustering: paper (the paper's procedure) or njw (rows normalized); see satkit cluster --help. Recorded in study.json; approx --study "
+    "follows it.",
+)
 CiOpt = typer.Option(None, "--ci", help="Add percentile-bootstrap confidence intervals at this level (e.g. 0.95) to sat_long.csv.")
 NBootOpt = typer.Option(S.N_BOOT, "--n-boot", help=f"Bootstrap resamples for --ci (and --precision); at least 2/(1-ci). Range: {L.N_BOOT.text}.")
 
 
-AttackAllOpt = typer.Option(False, "--attack-all", help="Attack every sample. Default: only those the model classifies correctly, the only ones SAT, approx and ensembles read; the others are stored with clean pixels as adv (source_correct marks them).")
+AttackAllOpt = typer.Option(
+    False, "--attack-all",
+    help="Attack every sample. Default: only those the model classifies correctly, the only ones SAT, approx and ensembles read; the others are stored with "
+    "clean pixels as adv (source_correct marks them).",
+)
 
 
 def attack_params(data: str, attack: str, eps: Optional[str], steps: int, step_size: Optional[str],
@@ -450,7 +489,10 @@ def fail(msg: str) -> None:
     raise ParameterError(msg)
 
 
-BatchSizeHelp = f"Images per batch, or 'auto': the largest power of two that fits in GPU memory (CUDA), or the smallest that runs near full speed (CPU; probed with a few timed steps). Default: auto on CUDA, 128 elsewhere; {L.BATCH_SIZE.text}."
+BatchSizeHelp = (
+    "Images per batch, or 'auto': the largest power of two that fits in GPU memory (CUDA), or the smallest that runs near full speed "
+    f"(CPU; probed with a few timed steps). Default: auto on CUDA, 128 elsewhere; {L.BATCH_SIZE.text}."
+)
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the model first (pays off on GPUs for long runs; compiling takes tens of seconds).")
 
 

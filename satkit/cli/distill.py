@@ -11,21 +11,47 @@ from satkit.cli import common as c
 
 
 def distill(
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model spec (timm name, digits/<name>, model file). Omit to train the student without a teacher (baseline)."),
-    student: Optional[str] = typer.Option(None, "--student", help="Student architecture trained from scratch: digits/<arch> (digits/vit, digits/resnet, ...) or a timm architecture. With --recommend: a model of the SAT matrix or a zoo architecture."),
-    data: str = typer.Option("digits", "--data", help="Training data. digits = train on digits:train, evaluate on the held-out digits test split. Anything else needs --eval-data."),
+    teacher: Optional[str] = typer.Option(
+        None, "--teacher",
+        help="Teacher model spec (timm name, digits/<name>, model file). Omit to train the student without a teacher (baseline).",
+    ),
+    student: Optional[str] = typer.Option(
+        None, "--student",
+        help="Student architecture trained from scratch: digits/<arch> (digits/vit, digits/resnet, ...) or a timm architecture. With --recommend: a model of "
+        "the SAT matrix or a zoo architecture.",
+    ),
+    data: str = typer.Option(
+        "digits", "--data",
+        help="Training data. digits = train on digits:train, evaluate on the held-out digits test split. Anything else needs --eval-data.",
+    ),
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (default for digits: the digits test split)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Student weights to write (.safetensors state dict; load with --arch STUDENT_ARCH)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default: the zoo recipe of the student architecture, e.g. 30 for digits/vit)."),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs",
+        help="Training epochs (default: the zoo recipe of the student architecture, e.g. 30 for digits/vit).",
+    ),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of AdamW (default: the zoo recipe)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (default: the zoo recipe, 64)."),
-    soft: bool = typer.Option(False, "--soft", help="Soft distillation: KL between temperature-softened teacher and student distributions, times T^2 (default: DeiT hard distillation)."),
+    soft: bool = typer.Option(
+        False, "--soft",
+        help="Soft distillation: KL between temperature-softened teacher and student distributions, times T^2 (default: DeiT hard distillation).",
+    ),
     temperature: float = typer.Option(3.0, "--temperature", help="Temperature T of --soft."),
     alpha: float = typer.Option(0.5, "--alpha", help="Weight of the teacher term: (1-alpha)*CE(student, y) + alpha*teacher term. DeiT hard: 0.5."),
     seed: int = typer.Option(0, "--seed", help="Seed of the student's initialization, data order and augmentation."),
-    sat: Optional[str] = typer.Option(None, "--sat", help="SAT matrix CSV: add SAT(teacher, student) to the metrics; with --recommend, the matrix to rank teachers from."),
-    sat_proxy: Optional[List[str]] = typer.Option(None, "--sat-proxy", help="Matrix model(s) standing in for the student in --sat (the paper used DeiT-S for a DeiT-Ti student). Default: the student's name, or the zoo models of its architecture."),
-    metrics: Optional[Path] = typer.Option(None, "--metrics", help="Append one metrics row (teacher, student, sat, student/teacher accuracy, ...) to this CSV."),
+    sat: Optional[str] = typer.Option(
+        None, "--sat",
+        help="SAT matrix CSV: add SAT(teacher, student) to the metrics; with --recommend, the matrix to rank teachers from.",
+    ),
+    sat_proxy: Optional[List[str]] = typer.Option(
+        None, "--sat-proxy",
+        help="Matrix model(s) standing in for the student in --sat (the paper used DeiT-S for a DeiT-Ti student). Default: the student's name, or the zoo "
+        "models of its architecture.",
+    ),
+    metrics: Optional[Path] = typer.Option(
+        None, "--metrics",
+        help="Append one metrics row (teacher, student, sat, student/teacher accuracy, ...) to this CSV.",
+    ),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the student in the metrics row (default: the output file's stem)."),
     recommend: bool = typer.Option(False, "--recommend", help="Do not train: rank candidate teachers for --student from --sat and model cards."),
     cards: Optional[str] = typer.Option(None, "--cards", help="With --recommend: extra model cards CSV (adds to / overrides the built-in cards)."),

@@ -17,15 +17,33 @@ def _fmt(v, spec: str = ".2f") -> str:
 
 def ensemble(
     logits: List[str] = typer.Argument(..., metavar="LOGITS...", help="Logits files written by satkit logits (one per model, same clean set)."),
-    sat: Optional[str] = typer.Option(None, "--sat", help="SAT matrix CSV (satkit matrix / study's sat.csv) holding every model: adds SAT per ensemble, the SAT-ERR correlation and --select."),
-    output: str = typer.Option("-", "--output", "-o", help="Per-ensemble table (size, models, ensemble_error, mean/best member error, err, sat, sampled); - for stdout."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="SAT vs ERR scatter of all pairs with the least-squares line (paper Fig. 6); .png, .svg or .pdf. Needs --sat."),
-    select: Optional[int] = typer.Option(None, "--select", help="Pick the M most diverse models by SAT (greedy, see below) and compare with random M-subsets. Needs --sat."),
+    sat: Optional[str] = typer.Option(
+        None, "--sat",
+        help="SAT matrix CSV (satkit matrix / study's sat.csv) holding every model: adds SAT per ensemble, the SAT-ERR correlation and --select.",
+    ),
+    output: str = typer.Option(
+        "-", "--output", "-o",
+        help="Per-ensemble table (size, models, ensemble_error, mean/best member error, err, sat, sampled); - for stdout.",
+    ),
+    plot: Optional[Path] = typer.Option(
+        None, "--plot",
+        help="SAT vs ERR scatter of all pairs with the least-squares line (paper Fig. 6); .png, .svg or .pdf. Needs --sat.",
+    ),
+    select: Optional[int] = typer.Option(
+        None, "--select",
+        help="Pick the M most diverse models by SAT (greedy, see below) and compare with random M-subsets. Needs --sat.",
+    ),
     clusters: Optional[str] = typer.Option(None, "--clusters", help="Clusters CSV of satkit cluster (model, cluster): enables the cluster grid (Table 3)."),
     k: Optional[int] = typer.Option(None, "--k", "-k", help="Cluster --sat into K clusters (spectral, as satkit cluster) for the cluster grid."),
-    grid: Optional[Path] = typer.Option(None, "--grid", help="Write the cluster grid (m, k, selection, mean_err, mean_ensemble_error, n_draws, n_distinct) as CSV."),
+    grid: Optional[Path] = typer.Option(
+        None, "--grid",
+        help="Write the cluster grid (m, k, selection, mean_err, mean_ensemble_error, n_draws, n_distinct) as CSV.",
+    ),
     summary: Optional[Path] = typer.Option(None, "--summary", help="Write member errors, correlations, the grid and the selection as JSON."),
-    max_subsets: int = typer.Option(2000, "--max-subsets", help="Per ensemble size 3..5: evaluate all subsets when there are at most this many, else a seeded sample of this many."),
+    max_subsets: int = typer.Option(
+        2000, "--max-subsets",
+        help="Per ensemble size 3..5: evaluate all subsets when there are at most this many, else a seeded sample of this many.",
+    ),
     draws: int = typer.Option(200, "--draws", help="Seeded draws per (M, K) cell of the cluster grid."),
     seed: int = typer.Option(0, "--seed", help="Seed of subset sampling, the grid draws and k-means."),
     quiet: bool = c.QuietOpt,

@@ -17,7 +17,10 @@ def logits(
     data_seed: int = c.DataSeedOpt,
     canvas: Optional[int] = c.CanvasOpt,
     labels: Optional[str] = c.LabelsOpt,
-    images: bool = typer.Option(True, "--images/--no-images", help="Store the clean images too, so the file also works as --data (5,000 ImageNet images: 750 MB per file; --no-images leaves them out)."),
+    images: bool = typer.Option(
+        True, "--images/--no-images",
+        help="Store the clean images too, so the file also works as --data (5,000 ImageNet images: 750 MB per file; --no-images leaves them out).",
+    ),
     batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
     amp: str = c.AmpOpt,
@@ -28,7 +31,10 @@ def logits(
     mean: Optional[str] = c.MeanOpt,
     std: Optional[str] = c.StdOpt,
     input_size: Optional[str] = c.InputSizeOpt,
-    name: Optional[str] = typer.Option(None, "--name", help="Name of the model in tables (default: the spec, or a file's stem). Must match the SAT matrix for satkit ensemble --sat."),
+    name: Optional[str] = typer.Option(
+        None, "--name",
+        help="Name of the model in tables (default: the spec, or a file's stem). Must match the SAT matrix for satkit ensemble --sat.",
+    ),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Compute MODEL's clean logits (float32, N x classes) on the clean set.

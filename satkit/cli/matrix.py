@@ -15,13 +15,29 @@ def matrix(
     tables: List[str] = typer.Argument(..., help="Transfer tables written by satkit transfer (CSV/Parquet); - for stdin."),
     output: str = typer.Option("-", "--output", "-o", help="SAT matrix CSV (square: first column = row names, header = the same names); - for stdout."),
     long: Optional[Path] = typer.Option(None, "--long", help="Also write the long table: one row per pair with |X_AB|, both fool rates and SAT."),
-    eps_s: float = typer.Option(S.EPS_S, "--eps-s", help="Floor inside the log, in percent (1e-20 <= eps_s < 100): SAT = ln(max(eps_s, 100*rate)). Default 1 keeps SAT in [0, ln 100]."),
-    same_class: Optional[Path] = typer.Option(None, "--same-class", help="Also write the same-class matrix (square CSV): per pair, the fraction of X_AB whose transferred adversarial the target puts in the source's own wrong class, averaged over both directions (the paper's appendix G.2). Needs tables from attack files that store source_adv_pred."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the heatmap: .png, .svg or .pdf (hierarchical order with its tree; satkit study orders by cluster)."),
+    eps_s: float = typer.Option(
+        S.EPS_S, "--eps-s",
+        help="Floor inside the log, in percent (1e-20 <= eps_s < 100): SAT = ln(max(eps_s, 100*rate)). Default 1 keeps SAT in [0, ln 100].",
+    ),
+    same_class: Optional[Path] = typer.Option(
+        None, "--same-class",
+        help="Also write the same-class matrix (square CSV): per pair, the fraction of X_AB whose transferred adversarial the target puts in the source's own "
+        "wrong class, averaged over both directions (the paper's appendix G.2). Needs tables from attack files that store source_adv_pred.",
+    ),
+    plot: Optional[Path] = typer.Option(
+        None, "--plot",
+        help="Also draw the heatmap: .png, .svg or .pdf (hierarchical order with its tree; satkit study orders by cluster).",
+    ),
     show: bool = typer.Option(True, "--show/--no-show", help="Print the matrix as a coloured table on stderr."),
     per_sample: Optional[List[Path]] = typer.Option(None, "--per-sample", help="Per-sample outcome tables (satkit transfer --per-sample), for --ci."),
-    ci: Optional[float] = typer.Option(None, "--ci", help="Add percentile-bootstrap confidence intervals at this level (e.g. 0.95) to the --long table; needs --per-sample."),
-    n_boot: int = typer.Option(S.N_BOOT, "--n-boot", help=f"Bootstrap resamples for --ci; at least 2/(1-ci), so each tail of the interval holds one (40 for 0.95); at most {c.L.N_BOOT.high}."),
+    ci: Optional[float] = typer.Option(
+        None, "--ci",
+        help="Add percentile-bootstrap confidence intervals at this level (e.g. 0.95) to the --long table; needs --per-sample.",
+    ),
+    n_boot: int = typer.Option(
+        S.N_BOOT, "--n-boot",
+        help=f"Bootstrap resamples for --ci; at least 2/(1-ci), so each tail of the interval holds one (40 for 0.95); at most {c.L.N_BOOT.high}.",
+    ),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Build the SAT matrix from transfer tables, exactly the paper's formula.

@@ -13,7 +13,10 @@ from satkit.cli import common as c
 
 def report(
     study_dir: Path = typer.Argument(..., help="Study directory written by satkit study (needs study.json and sat.csv)."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="HTML file to write; - for stdout. Default: STUDY_DIR/report.html (what satkit study writes)."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o",
+        help="HTML file to write; - for stdout. Default: STUDY_DIR/report.html (what satkit study writes).",
+    ),
     quiet: bool = c.QuietOpt,
 ) -> None:
     """Write a study's report: settings and provenance, how to rerun, the SAT heatmap (hover a cell for the pair,

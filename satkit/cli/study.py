@@ -16,7 +16,11 @@ _STEPPED_STAGES = ("zoo", "analysis", "precision")
 
 def study(
     models: Optional[List[str]] = typer.Argument(None, help="Models to compare (default: the built-in digits zoo, `satkit zoo list`)."),
-    zoo_set: Optional[str] = typer.Option(None, "--zoo", help="Compare a named set of the digits zoo instead of naming models: default (the default) or strategies (resnet/vit seeds and training-strategy variants); see satkit zoo list --set."),
+    zoo_set: Optional[str] = typer.Option(
+        None, "--zoo",
+        help="Compare a named set of the digits zoo instead of naming models: default (the default) or strategies (resnet/vit seeds and training-strategy "
+        "variants); see satkit zoo list --set.",
+    ),
     out: Path = typer.Option(Path(S.STUDY_DIR), "--out", "-o", help="Study directory (created; reruns resume from what it holds)."),
     data: str = c.DataOpt,
     n: Optional[int] = c.NOpt,
@@ -38,20 +42,41 @@ def study(
     eps_s: float = c.EpsSOpt,
     batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
-    devices: Optional[str] = typer.Option(None, "--devices", help="Run jobs in parallel, one worker process per device, e.g. cuda:0,cuda:1 (same outputs as one device)."),
-    ray: Optional[str] = typer.Option(None, "--ray", help="Run each attack and each target's transfers as a Ray task: a cluster address (auto, ray://host:10001) or 'local'. Needs pip install 'satkit[ray]' and a study directory every node can see."),
+    devices: Optional[str] = typer.Option(
+        None, "--devices",
+        help="Run jobs in parallel, one worker process per device, e.g. cuda:0,cuda:1 (same outputs as one device).",
+    ),
+    ray: Optional[str] = typer.Option(
+        None, "--ray",
+        help="Run each attack and each target's transfers as a Ray task: a cluster address (auto, ray://host:10001) or 'local'. Needs pip install "
+        "'satkit[ray]' and a study directory every node can see.",
+    ),
     amp: str = c.AmpOpt,
     compile_: bool = typer.Option(False, "--compile", help="torch.compile each model before its job (GPUs, long attacks)."),
-    per_sample: bool = typer.Option(True, "--per-sample/--no-per-sample", help="Keep per-sample outcomes (transfer/<model>.samples.parquet) for confidence intervals."),
+    per_sample: bool = typer.Option(
+        True, "--per-sample/--no-per-sample",
+        help="Keep per-sample outcomes (transfer/<model>.samples.parquet) for confidence intervals.",
+    ),
     ci: Optional[float] = c.CiOpt,
     n_boot: int = c.NBootOpt,
     pretrained: bool = c.PretrainedOpt,
-    analyses: bool = typer.Option(True, "--analyses/--no-analyses", help="Also cluster the matrix and rank card components (clusters.csv, keywords.csv, importance.csv, plots)."),
+    analyses: bool = typer.Option(
+        True, "--analyses/--no-analyses",
+        help="Also cluster the matrix and rank card components (clusters.csv, keywords.csv, importance.csv, plots).",
+    ),
     k: Optional[int] = c.KOpt,
     cluster_method: str = c.ClusterMethodOpt,
-    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: do only shard i's share (0-based) of the attacks and target evaluations, for job arrays; rerun shards until the matrix is written."),
+    shard: Optional[str] = typer.Option(
+        None, "--shard",
+        help="i/n: do only shard i's share (0-based) of the attacks and target evaluations, for job arrays; rerun shards until the matrix is written.",
+    ),
     wait: bool = typer.Option(False, "--wait", help="If another satkit run holds the study directory, wait for it instead of stopping."),
-    precision: Optional[float] = typer.Option(None, "--precision", help=f"Adaptive: add images in nested, class-stratified chunks until every off-diagonal SAT cell's bootstrap interval (level --ci, default {S.CI_LEVEL:g}) has half-width <= W log units, or --n images are used. Chunks are studies in OUT/chunks/; reruns reuse them; the root is a study like any other (study.json, report). See docs/performance.md."),
+    precision: Optional[float] = typer.Option(
+        None, "--precision",
+        help="Adaptive: add images in nested, class-stratified chunks until every off-diagonal SAT cell's bootstrap interval (level --ci, default "
+        f"{S.CI_LEVEL:g}) has half-width <= W log units, or --n images are used. Chunks are studies in OUT/chunks/; reruns reuse them; the root is a study "
+        "like any other (study.json, report). See docs/performance.md.",
+    ),
     chunk: int = typer.Option(S.CHUNK, "--chunk", help=f"With --precision: images per chunk (--n is rounded up to whole chunks). Range: {c.L.CHUNK.text}."),
     plan: bool = typer.Option(False, "--plan", help="Only print what the study would run (attacks, transfer evaluations, forward/backward passes) and exit."),
     quiet: bool = c.QuietOpt,

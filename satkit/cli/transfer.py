@@ -11,14 +11,20 @@ from satkit.cli import common as c
 
 
 def transfer(
-    inputs: List[str] = typer.Argument(..., help="One or more TARGET models followed by one or more attack files (.safetensors written by satkit attack; - reads one from stdin)."),
+    inputs: List[str] = typer.Argument(
+        ...,
+        help="One or more TARGET models followed by one or more attack files (.safetensors written by satkit attack; - reads one from stdin).",
+    ),
     output: str = typer.Option("-", "--output", "-o", help="Transfer table (CSV; .parquet for Parquet); - for stdout."),
     per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="Also write per-sample outcomes here (.csv or .parquet)."),
     batch_size: Optional[str] = typer.Option(c.DEFAULT_BATCH, "--batch-size", help=c.BatchSizeHelp),
     device: str = c.DeviceOpt,
     amp: str = c.AmpOpt,
     compile_: bool = c.CompileOpt,
-    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: evaluate only every n-th attack file starting at i (0-based), for job arrays; give all shards' tables to satkit matrix."),
+    shard: Optional[str] = typer.Option(
+        None, "--shard",
+        help="i/n: evaluate only every n-th attack file starting at i (0-based), for job arrays; give all shards' tables to satkit matrix.",
+    ),
     arch: Optional[str] = c.ArchOpt,
     model_kwargs: Optional[List[str]] = c.ModelKwargsOpt,
     allow_code: bool = c.CodeOpt,
