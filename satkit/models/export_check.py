@@ -129,25 +129,33 @@ _EXPR_OPS = frozenset("+ - * / // % ( ) , = < > <= >= == != & | ~".split())
 _EXPR_MAX_CHARS = 4000  # torch's expressions are a few symbols long; this bounds parse time and number sizes
 
 
-def check_expression(expr: str, where: str) -> None:
-    """Refuse a symbolic shape expression that is more than arithmetic over shape symbols."""
-    if not isinstance(expr, str) or len(expr) > _EXPR_MAX_CHARS:
-        raise _refuse(where, "holds an oversized shape expression")
+def _check_tokens(text: str, where: str, what: str, names: Any, quoted: re.Pattern[str], ops: frozenset[str]) -> None:
+    """Refuse ``text`` unless every Python token is a short number, a name ``names(name)`` admits, a string
+    ``quoted`` matches, or an operator in ``ops``: what torch writes, and nothing that could call or reach
+    anything else when torch evaluates it."""
     try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(expr).readline))
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
     except (tokenize.TokenError, IndentationError, SyntaxError):
-        raise _refuse(where, f"holds a shape expression that is not arithmetic ({expr[:40]!r})") from None
+        raise _refuse(where, f"holds {what} ({text[:40]!r})") from None
     for t in tokens:
         if t.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
             continue
         ok = (
             (t.type == tokenize.NUMBER and len(t.string) <= 20 and re.fullmatch(r"\d+(\.\d+)?", t.string))
-            or (t.type == tokenize.NAME and (_SYMBOL.fullmatch(t.string) or t.string in _EXPR_NAMES))
-            or (t.type == tokenize.STRING and _QUOTED_SYMBOL.fullmatch(t.string))
-            or (t.type == tokenize.OP and t.string in _EXPR_OPS)
+            or (t.type == tokenize.NAME and names(t.string))
+            or (t.type == tokenize.STRING and quoted.fullmatch(t.string))
+            or (t.type == tokenize.OP and t.string in ops)
         )
         if not ok:
-            raise _refuse(where, f"holds a shape expression that is not arithmetic over shape symbols ({t.string[:40]!r})")
+            raise _refuse(where, f"holds {what} ({t.string[:40]!r})")
+
+
+def check_expression(expr: str, where: str) -> None:
+    """Refuse a symbolic shape expression that is more than arithmetic over shape symbols."""
+    if not isinstance(expr, str) or len(expr) > _EXPR_MAX_CHARS:
+        raise _refuse(where, "holds an oversized shape expression")
+    _check_tokens(expr, where, "a shape expression that is not arithmetic over shape symbols",
+                  lambda n: bool(_SYMBOL.fullmatch(n)) or n in _EXPR_NAMES, _QUOTED_SYMBOL, _EXPR_OPS)
 
 
 def _target_allowed(target: str) -> bool:
@@ -266,18 +274,4 @@ def check_guards(guards: Any, where: str) -> None:
     for g in guards:
         if not isinstance(g, str) or len(g) > _EXPR_MAX_CHARS:
             raise _refuse(where, "holds malformed guard code")
-        try:
-            tokens = list(tokenize.generate_tokens(io.StringIO(g).readline))
-        except (tokenize.TokenError, IndentationError, SyntaxError):
-            raise _refuse(where, f"holds guard code that is not a size check ({g[:40]!r})") from None
-        for t in tokens:
-            if t.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
-                continue
-            ok = (
-                (t.type == tokenize.NUMBER and len(t.string) <= 20 and re.fullmatch(r"-?\d+(\.\d+)?", t.string))
-                or (t.type == tokenize.NAME and t.string in _GUARD_NAMES)
-                or (t.type == tokenize.STRING and _QUOTED_NAME.fullmatch(t.string))
-                or (t.type == tokenize.OP and t.string in _GUARD_OPS)
-            )
-            if not ok:
-                raise _refuse(where, f"holds guard code that is not a size check ({t.string[:40]!r})")
+        _check_tokens(g, where, "guard code that is not a size check", _GUARD_NAMES.__contains__, _QUOTED_NAME, _GUARD_OPS)
