@@ -24,6 +24,9 @@ Runs (in dependency order; a later run reads the records of an earlier one):
                     eigengap k and k = 4 -> docs/applications.md
 - strategies        satkit study --zoo strategies, scripts/strategy_tables.py
                     --json -> docs/study.md (Table-2 analogue)
+- apgd-check        benchmarks/apgd_check.py at eps 0.1 (n 500) and 0.03 (n 200,
+                    the same random start): satkit's apgd-ce against
+                    torchattacks' APGD -> docs/attacks.md (needs torchattacks)
 - paper-release     the SAT paper's released matrix (github.com/J-H-Hwang/SAT,
                     SAT_release.csv; pass --release PATH): the pairs and means
                     docs/study.md sets beside the digits numbers
@@ -31,7 +34,7 @@ Runs (in dependency order; a later run reads the records of an earlier one):
 Runs recorded once, too costly to re-make routinely (their run.json names the
 command; re-make them by hand and replace the record): attacks
 (scripts/attack_tables.py, 5-6 studies), eps-sweep (benchmarks/eps_sweep.py),
-apgd-check (benchmarks/apgd_check.py, needs torchattacks).
+distill (12 trainings of satkit distill).
 
 After re-recording: python scripts/docs_numbers.py --write, then re-read the
 prose next to every table that changed (git diff docs/).
@@ -44,7 +47,6 @@ import datetime as dt
 import difflib
 import json
 import platform
-import shlex
 import shutil
 import subprocess
 import sys
@@ -59,11 +61,12 @@ ZOO = ["convmixer-s1", "convnext-s1", "mixer-s1", "mobilenet-s1", "resnet-s1", "
 
 
 def versions() -> dict:
-    import satkit
     import torch
 
+    import satkit
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False).stdout.strip()
 
     return {"satkit": satkit.__version__, "torch": torch.__version__, "python": platform.python_version(),
             "git": git("rev-parse", "--short", "HEAD"),
@@ -77,7 +80,6 @@ STUDY = "test -d ../study-default/study && ln -sfn ../study-default/study study 
 
 def recipe(run: str, work: Path, release: Path | None) -> tuple[list[str], dict[str, str]]:
     """The shell commands of ``run`` (run in ``work``) and the files to keep: {record name: path in work}."""
-    study = work / "study"
     rec = RUNS / "study-default"
     if run == "study-default":
         cmds = ["satkit study -o study -q",
@@ -126,12 +128,18 @@ def recipe(run: str, work: Path, release: Path | None) -> tuple[list[str], dict[
         cmds = ["satkit study --zoo strategies -o study -q",
                 f"python {ROOT / 'scripts' / 'strategy_tables.py'} study --json strategies.json"]
         return cmds, {"strategies.json": "strategies.json", "sat.csv": "study/sat.csv"}
+    if run == "apgd-check":  # needs torchattacks: pip install --no-deps torchattacks
+        cmds = [f"python {ROOT / 'benchmarks' / 'apgd_check.py'} --n 500 --eps 0.1 --steps 50 --json eps0.1.json",
+                (f"python {ROOT / 'benchmarks' / 'apgd_check.py'} --n 200 --eps 0.03 --steps 50 --same-start "
+                 "--json eps0.03_same.json")]
+        return cmds, {f: f for f in ("eps0.1.json", "eps0.03_same.json")}
     if run == "paper-release":
         if release is None:
             sys.exit("paper-release: pass --release PATH/TO/SAT_release.csv (github.com/J-H-Hwang/SAT)")
         cmds = [f"python {ROOT / 'scripts' / 'record_runs.py'} --summarize-release {release} > release.json"]
         return cmds, {"release.json": "release.json"}
-    sys.exit(f"unknown run {run!r}; runs: study-default cluster-methods ensembles approx-loo strategies paper-release")
+    sys.exit(f"unknown run {run!r}; runs: study-default cluster-methods ensembles approx-loo strategies apgd-check "
+             "paper-release")
 
 
 def summarize_release(path: Path) -> dict:
